@@ -15,6 +15,8 @@ import logging.handlers
 import re
 import sys
 import threading
+import time
+from pathlib import Path
 
 REDACTED = "***"
 _SIG_RE = re.compile(r"\b[0-9a-fA-F]{64}\b")
@@ -87,9 +89,10 @@ def setup(level: str = "INFO", fmt: str = "text", file: str | None = None,
         formatter = _RedactingJson()
     else:
         formatter = _RedactingText("%(asctime)s %(levelname)-7s %(threadName)s %(name)s: %(message)s")
-    formatter.converter = __import__("time").gmtime
+    formatter.converter = time.gmtime
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
     if file:
+        Path(file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups))
     for handler in handlers:
         handler.setFormatter(formatter)

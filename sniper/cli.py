@@ -1,0 +1,85 @@
+"""`python -m sniper <command>` / `sniper <command>`.
+
+Every user error (unknown command, missing file, bad config) ends with one
+line on stderr and exit status 2; a fatal runtime error exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_OK, EXIT_FATAL, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that says what is wrong in one line and exits 2 (its default code)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from sniper import config
+    from sniper.daemon import run_daemon
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        print(f"sniper: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_daemon(cfg, log_format=args.log_format, log_level=args.log_level)
+
+
+def _cmd_sim(argv: list[str]) -> int:
+    """The simulator owns its own options; everything after `sim` goes to it."""
+    from sniper.sim import server
+
+    return server.main(argv)
+
+
+def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        print(f"sniper {name}: not available in this release yet", file=sys.stderr)
+        return EXIT_USAGE
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sniper", description="BitMEX XBTUSD trading daemon, simulator and research tools.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="run the trading daemon", description="Run the trading daemon.")
+    run.add_argument("--config", required=True, help="YAML config, e.g. configs/sim.yaml")
+    run.add_argument("--log-format", choices=("text", "json"), help="override logging.format")
+    run.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="override logging.level")
+    run.set_defaults(handler=_cmd_run)
+
+    # Listed for --help; `main` hands `sim` and its arguments to the simulator before parsing.
+    sub.add_parser("sim", help="run the BitMEX-compatible exchange simulator (sniper sim --help)", add_help=False)
+
+    for name, text in (
+        ("history", "sync and inspect the 1-minute OHLCV and funding store"),
+        ("backtest", "run a strategy over history against the simulated exchange"),
+        ("train", "search strategy hyperparameters"),
+        ("report", "render figures and an HTML report of a run"),
+    ):
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("--config", help="YAML config")
+        p.set_defaults(handler=_not_yet(name))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sim"]:
+        return _cmd_sim(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

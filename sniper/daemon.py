@@ -1,0 +1,110 @@
+"""The supervisor: wires the parts together and keeps the process honest.
+
+Today it starts the exchange connection (the embedded simulator when the
+config says `sim`), the websocket thread that keeps the shared state, the
+health endpoint and systemd's watchdog, and logs what it sees; the strategy
+loop and executor join here as they are built. SIGTERM/SIGINT stop every
+part in reverse order and exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+
+from sniper import __version__, log
+from sniper.clock import RealClock
+from sniper.config import Config
+
+logger = logging.getLogger("sniper.daemon")
+
+STATUS_EVERY_S = 10.0
+TICK_S = 1.0  # supervisor cadence: watchdog ping while healthy, status line every STATUS_EVERY_S
+SWITCH_INTERVAL_S = 0.0005  # readers of the shared state must not wait a 5 ms GIL slice
+
+
+def _start_exchange(cfg: Config, stack: contextlib.ExitStack, creds) -> str:
+    """The HTTP base URL to trade on; starts the embedded simulator when configured."""
+    if not cfg.exchange.is_sim:
+        return cfg.exchange.rest_base()
+    from sniper.sim.server import SimServer
+
+    server = SimServer(
+        port=cfg.sim.port, data=cfg.sim.data, funding=cfg.sim.funding, speed=cfg.sim.speed, seed=cfg.sim.seed,
+        accounts=[(creds.key, creds.secret, cfg.sim.balance_xbt)],
+    )
+    url = server.start()
+    stack.callback(server.stop)
+    logger.info("embedded simulator listening on %s (speed %.1fx, seed %d)", url, cfg.sim.speed, cfg.sim.seed)
+    return url
+
+
+def _status(state, client) -> dict:
+    snap = state.snapshot(depth=1)
+    return {
+        "healthy": bool(snap.ready) and client.is_alive(),
+        "ready": bool(snap.ready),
+        "best_bid": snap.best_bid,
+        "best_ask": snap.best_ask,
+        "position": (snap.position or {}).get("currentQty", 0),
+        "open_orders": len(snap.orders),
+        "data_age_s": round(snap.data_age, 3),
+        "reconnects": snap.reconnects,
+        "messages": snap.seq,
+    }
+
+
+def run_daemon(cfg: Config, *, log_format: str | None = None, log_level: str | None = None) -> int:
+    log.setup(level=log_level or cfg.logging.level, fmt=log_format or cfg.logging.format,
+              file=cfg.logging.file, max_bytes=cfg.logging.max_bytes, backups=cfg.logging.backups)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        logger.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logger.info("sniper %s starting: config %s, exchange %s, symbol %s, strategy %s",
+                __version__, cfg.source, cfg.exchange.base_url, cfg.exchange.symbol, cfg.strategy.name)
+    try:
+        with contextlib.ExitStack() as stack:
+            _supervise(cfg, stack, stop)
+    except Exception:
+        logger.exception("fatal error, stopping")
+        return 1
+    logger.info("stopped cleanly")
+    return 0
+
+
+def _supervise(cfg: Config, stack: contextlib.ExitStack, stop: threading.Event) -> None:
+    from sniper import health
+    from sniper.ws.client import WsClient
+    from sniper.ws.state import State
+
+    clock = RealClock()
+    creds = cfg.api_credentials()
+    base_url = _start_exchange(cfg, stack, creds)
+    state = State(symbol=cfg.exchange.symbol, clock=clock)
+    client = WsClient(base_url.replace("http", "ws", 1) + "/realtime", state, symbol=cfg.exchange.symbol,
+                      credentials=creds, clock=clock)
+    client.start()
+    stack.callback(client.stop)
+    stack.callback(health.sd_notify, "STOPPING=1")
+    if cfg.metrics.port:
+        server = health.HealthServer(cfg.metrics.host, cfg.metrics.port, lambda: _status(state, client))
+        logger.info("health endpoint on %s/health", server.start())
+        stack.callback(server.stop)
+    health.sd_notify("READY=1")
+    next_status = 0.0
+    while not stop.wait(TICK_S):
+        status = _status(state, client)
+        if status["healthy"]:
+            health.sd_notify("WATCHDOG=1")
+        if clock.monotonic() >= next_status:
+            logger.info("status %s", " ".join(f"{k}={v}" for k, v in status.items()))
+            next_status = clock.monotonic() + STATUS_EVERY_S
