@@ -1,0 +1,1 @@
+"""The websocket thread and the shared state it keeps (see state.py)."""
