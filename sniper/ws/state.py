@@ -1,0 +1,349 @@
+"""The shared market and account state: written by the websocket thread,
+read by everyone else through immutable snapshots.
+
+One lock (`State.lock`) guards everything; every critical section is short:
+the orderBookL2 hot path runs in C (`_core.pyx`) and holds the lock for
+the rows of one message, a snapshot holds it to copy the top levels and a
+dozen references. Everything a snapshot hands out is immutable (rows are
+replaced on update, never mutated), so nothing is deep-copied under the lock.
+
+Readiness: `begin_session(tables)` (called by the client once the socket is
+up and authenticated) clears every table and names the partials to wait
+for; the state is ready when all have arrived and the book is consistent.
+`mark_not_ready(reason)` ends it (disconnect, stale data, fatal error).
+A book inconsistency sets `resync_reason`, which the client answers with a
+reconnect, because only a new partial can repair the book.
+
+Threads and the GIL: a reader waiting for the GIL while another thread runs
+Python waits up to `sys.getswitchinterval()` (5 ms by default) whatever this
+lock does. The daemon should call `configure_switch_interval()` once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+from sniper import log
+from sniper.clock import RealClock
+from sniper.ws._core import Snapshot, StateCore
+from sniper.ws.book import BookError, L2Book
+from sniper.ws.tables import ACTIONS, DEFAULT_KEYS, OrderTable, Table, make_table
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["State", "Snapshot", "PUBLIC_TABLES", "PRIVATE_TABLES", "configure_switch_interval"]
+
+PUBLIC_TABLES = ("orderBookL2", "trade", "instrument", "funding")
+PRIVATE_TABLES = ("order", "execution", "position", "margin", "wallet")
+_PRIVATE = frozenset(PRIVATE_TABLES)
+SWITCH_INTERVAL_S = 0.0005  # GIL slice; the measured trade-off is in benchmarks/bench_ws_state.py
+EMPTY = MappingProxyType({})
+_LOG_FIRST = 20  # bad messages of one kind logged in full; then one in _LOG_EVERY
+_LOG_EVERY = 1000
+_LOG_CHARS = 600
+
+
+def configure_switch_interval(seconds: float = SWITCH_INTERVAL_S) -> float:
+    """Shorten the GIL switch interval so snapshot readers (and the websocket
+    thread itself) do not wait a 5 ms slice behind a busy thread; returns the
+    previous value."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    return previous
+
+
+def _text(raw) -> str:
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        raw = bytes(raw).decode("utf-8", "replace")
+    text = raw if isinstance(raw, str) else repr(raw)
+    if len(text) > _LOG_CHARS:
+        text = f"{text[:_LOG_CHARS]}... ({len(text)} chars)"
+    return log.redact(text)
+
+
+def _frozen(row: Mapping | None) -> Mapping | None:
+    return None if row is None else MappingProxyType(row)
+
+
+class State(StateCore):
+    """Market and account state for one symbol; see the module docstring.
+
+    `apply_message(raw)` and `snapshot(depth=25)` come from the C core.
+    """
+
+    def __init__(self, symbol: str = "XBTUSD", clock=None, *, execution_history: int = 10_000) -> None:
+        self.clock = clock or RealClock()
+        self.tables: dict[str, Table] = {}
+        self.expected: frozenset[str] = frozenset(PUBLIC_TABLES)
+        self.partials: set[str] = set()
+        self.errors: Counter[str] = Counter()  # bad input by kind, for metrics and tests
+        self.dropped_before_partial = 0
+        self.resync_reason: str | None = None  # the book needs a new partial: reconnect
+        self.fatal: str | None = None  # stop trading, do not reconnect (401/403)
+        self.retry_after: float = 0.0  # seconds the server asked us to wait (429)
+        self.authenticated = False
+        self.subscribed: set[str] = set()
+        self._executions: deque[tuple[int, Mapping]] = deque(maxlen=execution_history)
+        self._exec_ids: OrderedDict[str, None] = OrderedDict()
+        self._private_cv = threading.Condition(threading.Lock())
+        self._publish_all()
+
+    # ---- sessions ----------------------------------------------------------
+    def begin_session(self, tables: Iterable[str]) -> None:
+        """A new connection: clear every table, wait for these partials."""
+        with self.lock:
+            for table in self.tables.values():
+                table.clear()
+            self.book.invalidate("waiting for the orderBookL2 partial")
+            self.partials.clear()
+            self.expected = frozenset(tables)
+            self.tables_ready = False
+            self.resync_reason = None
+            self.connected = True
+            self._publish_all()
+            self.reason = self._waiting_reason()
+
+    def mark_not_ready(self, reason: str) -> None:
+        """Stop new orders until a new session is ready (disconnect, stale...)."""
+        with self.lock:
+            self.connected = False
+            self.reason = reason
+        logger.info("state not ready: %s", reason)
+
+    def note_reconnect(self) -> int:
+        with self.lock:
+            self.reconnects += 1
+            return self.reconnects
+
+    def _waiting_reason(self) -> str | None:
+        missing = sorted(self.expected - self.partials)
+        return f"waiting for partials: {', '.join(missing)}" if missing else None
+
+    # ---- private-data helpers for the executor -------------------------------
+    def wait_private(self, after_seq: int, timeout: float) -> int:
+        """Block until private_seq > after_seq (an order/execution/position/
+        margin/wallet message arrived) or `timeout` seconds; returns private_seq."""
+        with self._private_cv:
+            self._private_cv.wait_for(lambda: self.private_seq > after_seq, timeout)
+            return self.private_seq
+
+    def executions_since(self, seq: int) -> tuple[Mapping, ...]:
+        """Executions applied after private_seq was `seq`, oldest first (every
+        execution ever received, up to `execution_history`, across reconnects)."""
+        with self.lock:
+            return tuple(row for s, row in self._executions if s > seq)
+
+    def order_by_clordid(self, cl_ord_id: str) -> Mapping | None:
+        """The open order with this clOrdID, else the most recently closed one."""
+        return self._find_order("clOrdID", cl_ord_id)
+
+    def order_by_id(self, order_id: str) -> Mapping | None:
+        return self._find_order("orderID", order_id)
+
+    def _find_order(self, field: str, value) -> Mapping | None:
+        with self.lock:
+            table = self.tables.get("order")
+            return _frozen(table.find(field, value)) if isinstance(table, OrderTable) else None
+
+    def table_rows(self, name: str) -> list[Mapping]:
+        """Read-only copies of a table's rows ([] before its partial)."""
+        with self.lock:
+            table = self.tables.get(name)
+            if table is None or not table.has_partial:
+                return []
+            return [MappingProxyType(row) for row in table.rows()]
+
+    @property
+    def lock_stats(self) -> dict:
+        return self.lock.stats()
+
+    # ---- the slow path of apply_message --------------------------------------
+    def _apply_slow(self, msg, raw, t: float) -> None:
+        if msg is None:
+            self._bad("malformed JSON", raw)
+        elif not isinstance(msg, dict):
+            self._bad("not a JSON object", raw)
+        elif "table" in msg:
+            self._apply_table(msg, raw, t)
+        elif "error" in msg or "status" in msg:
+            self._server_error(msg, raw)
+        elif "success" in msg:
+            self._ack(msg, raw)
+        elif "info" in msg:
+            logger.info("server: %s", _text(raw))
+        else:
+            self._bad("unknown message", raw)
+
+    def _apply_table(self, msg: dict, raw, t: float) -> None:
+        name, action, data = msg.get("table"), msg.get("action"), msg.get("data")
+        if not isinstance(name, str) or (name != "orderBookL2" and name not in DEFAULT_KEYS):
+            self._bad("unknown table", raw)
+            return
+        if action not in ACTIONS or not isinstance(data, list):
+            self._bad("unknown action or no data list", raw)
+            return
+        keys = msg.get("keys")
+        if action == "partial" and keys is not None and not (
+                isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+            self._bad("partial with malformed keys", raw)
+            return
+        if name == "orderBookL2":
+            self._apply_book(action, data, raw, t)
+            return
+        problems: list[str] = []
+        private = False
+        with self.lock:
+            table = self.tables.get(name)
+            if table is None:
+                table = self.tables[name] = make_table(name)
+            if action != "partial" and not table.has_partial:
+                self.dropped_before_partial += 1
+                return
+            touched, problems = table.apply(action, data, keys)
+            if action == "partial":
+                self._partial_arrived(name)
+            if name == "execution":
+                self._record_executions(touched)
+            self._publish(name)
+            self.seq += 1
+            self.last_rx = t
+            private = name in _PRIVATE
+            if private:
+                self.private_seq += 1
+        if private:
+            with self._private_cv:
+                self._private_cv.notify_all()
+        if problems:
+            self._bad(f"bad {name} rows", raw, "; ".join(problems[:3]))
+
+    def _apply_book(self, action: str, data: list, raw, t: float) -> None:
+        """orderBookL2 messages the C hot path leaves here: partials (built into
+        a new book outside the lock, then swapped in) and frames that arrive
+        while the book waits for its partial (dropped, as BitMEX prescribes)."""
+        if action != "partial":
+            with self.lock:
+                self.dropped_before_partial += 1
+            return
+        book = L2Book(self.symbol)
+        try:
+            book.apply(action, data)
+        except BookError:
+            pass
+        with self.lock:
+            self._install_book(book)
+            if book.valid:
+                self._partial_arrived("orderBookL2")
+            self.seq += 1
+            self.last_rx = t
+        if not book.valid:
+            self._book_failed(raw)
+
+    def _book_failed(self, raw) -> None:
+        """The stream contradicts the book: never patch it, ask for a resync."""
+        reason = f"orderBookL2 inconsistent ({self.book.error}); resync needed"
+        with self.lock:
+            self.resync_reason = reason
+            self.reason = reason
+        self._bad("orderBookL2 inconsistent", raw, str(self.book.error))
+
+    def _partial_arrived(self, name: str) -> None:
+        self.partials.add(name)
+        waiting = self._waiting_reason()
+        self.tables_ready = waiting is None
+        if self.connected:
+            self.reason = waiting
+
+    def _record_executions(self, rows: list[dict]) -> None:
+        for row in rows:
+            exec_id = row.get("execID")
+            if exec_id in self._exec_ids:
+                continue  # a new session's partial repeats recent executions
+            self._exec_ids[exec_id] = None
+            if len(self._exec_ids) > self._executions.maxlen:
+                self._exec_ids.popitem(last=False)
+            self._executions.append((self.private_seq + 1, MappingProxyType(row)))
+
+    # ---- publishing immutable views (under the lock) --------------------------
+    def _publish_all(self) -> None:
+        for name in ("instrument", "trade", "position", "margin", "wallet", "order"):
+            self._publish(name)
+
+    def _row_for_symbol(self, name: str, newest: bool = False) -> dict | None:
+        table = self.tables.get(name)
+        if table is None or not table.has_partial:
+            return None
+        rows = table.rows()
+        for row in reversed(rows) if newest else rows:
+            if row.get("symbol") == self.symbol:
+                return row
+        return None
+
+    def _account_row(self, name: str) -> dict | None:
+        table = self.tables.get(name)
+        if table is None or not table.has_partial:
+            return None
+        rows = table.rows()
+        return next((r for r in rows if r.get("currency") == "XBt"), rows[0] if rows else None)
+
+    def _publish(self, name: str) -> None:
+        if name == "instrument":
+            row = self._row_for_symbol("instrument")
+            self.instrument = EMPTY if row is None else MappingProxyType(row)
+            row = row or {}
+            self.funding_rate = row.get("fundingRate")
+            self.funding_timestamp = row.get("fundingTimestamp")
+            self.mark_price = row.get("markPrice")
+        elif name == "trade":
+            self.last_trade = _frozen(self._row_for_symbol("trade", newest=True))
+        elif name == "position":
+            self.position = _frozen(self._row_for_symbol("position"))
+        elif name in ("margin", "wallet"):
+            setattr(self, name, _frozen(self._account_row(name)))
+        elif name == "order":
+            table = self.tables.get("order")
+            rows = table.rows() if table is not None and table.has_partial else []
+            self.orders = tuple(MappingProxyType(r) for r in rows if r.get("symbol") == self.symbol)
+
+    # ---- protocol messages ---------------------------------------------------
+    def _ack(self, msg: dict, raw) -> None:
+        request = msg.get("request") if isinstance(msg.get("request"), dict) else {}
+        if not msg.get("success"):
+            self._bad("unsuccessful request", raw)
+        elif request.get("op") in ("authKeyExpires", "authKey"):
+            self.authenticated = True
+            logger.info("websocket authenticated")
+        elif isinstance(msg.get("subscribe"), str):
+            self.subscribed.add(msg["subscribe"])
+        elif isinstance(msg.get("unsubscribe"), str):
+            self.subscribed.discard(msg["unsubscribe"])
+
+    def _server_error(self, msg: dict, raw) -> None:
+        status = msg.get("status")
+        error = msg.get("error")
+        text = error if isinstance(error, str) else (error or {}).get("message") if isinstance(error, dict) else None
+        if status in (401, 403):
+            self.fatal = f"authentication failed ({status}): {text}"
+            self.errors[f"server {status}"] += 1
+            logger.error("server refused our credentials, trading stops: %s", _text(raw))
+            self.mark_not_ready(self.fatal)
+            return
+        if status == 429:
+            meta = msg.get("meta") if isinstance(msg.get("meta"), dict) else {}
+            retry = meta.get("retryAfter", 1)
+            self.retry_after = float(retry) if isinstance(retry, (int, float)) else 1.0
+        self._bad(f"server error {status}", raw, text)
+
+    def _bad(self, kind: str, raw, detail: str | None = None) -> None:
+        """Log bad input once, with the (redacted, truncated) message itself.
+        A flood of one kind is thinned to one line in _LOG_EVERY."""
+        self.errors[kind] += 1
+        n = self.errors[kind]
+        if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
+            suffix = f" (occurrence {n})" if n > _LOG_FIRST else ""
+            logger.warning("%s%s%s; message: %s", kind, f": {log.redact(detail)}" if detail else "", suffix,
+                           _text(raw))

@@ -1,0 +1,375 @@
+"""The shared state: every table's BitMEX semantics, readiness, the
+executor's helpers, bad input, and snapshots read while a writer runs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import threading
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from sniper import auth
+from sniper.clock import SimClock
+from sniper.ws.book import ReferenceBook
+from sniper.ws.state import PRIVATE_TABLES, PUBLIC_TABLES, State, configure_switch_interval
+from sniper.ws.tables import DEFAULT_KEYS, OrderTable, Table
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PAYLOADS = DATA / "bitmex-payloads"
+
+
+def msg(table, action, data, keys=None):
+    m = {"table": table, "action": action, "data": data}
+    if action == "partial":
+        m["keys"] = list(DEFAULT_KEYS.get(table, ("symbol", "id", "side")) if keys is None else keys)
+    return json.dumps(m)
+
+
+def book_partial():
+    return msg("orderBookL2", "partial", [
+        {"symbol": "XBTUSD", "id": 1, "side": "Sell", "size": 10, "price": 101.0},
+        {"symbol": "XBTUSD", "id": 2, "side": "Buy", "size": 20, "price": 100.0}])
+
+
+def order(oid, clid, status="New", leaves=100, **extra):
+    return {"orderID": oid, "clOrdID": clid, "symbol": "XBTUSD", "side": "Buy", "orderQty": 100, "price": 99.0,
+            "ordStatus": status, "leavesQty": leaves, "cumQty": 100 - leaves, **extra}
+
+
+def ready_state(private=True):
+    state = State()
+    tables = PUBLIC_TABLES + (PRIVATE_TABLES if private else ())
+    state.begin_session(tables)
+    for table in tables:
+        state.apply_message(book_partial() if table == "orderBookL2" else msg(table, "partial", []))
+    return state
+
+
+# ---- example payloads -----------------------------------------------------------
+
+WS_TABLE = {
+    "ws_execution.json": "execution", "ws_execution_cancel_reject.json": "execution",
+    "ws_funding_rate.json": "funding", "ws_instrument.json": "instrument",
+    "ws_instrument_index_update.json": "instrument", "ws_instrument_mark_update.json": "instrument",
+    "ws_liquidation.json": "liquidation", "ws_margin.json": "margin", "ws_order.json": "order",
+    "ws_orderbook_10.json": "orderBook10", "ws_orderbook_l2.json": "orderBookL2", "ws_position.json": "position",
+    "ws_quote.json": "quote", "ws_trade.json": "trade", "ws_trade_bin_1m.json": "tradeBin1m",
+    "ws_wallet.json": "wallet",
+    "http_get_executions.json": "execution", "http_get_instrument_xbtusd.json": "instrument",
+    "http_get_instrument_xbtm26_xbtu26_spread.json": "instrument", "http_get_orders.json": "order",
+    "http_get_positions.json": "position", "http_get_trade_bins.json": "tradeBin1m",
+    "http_get_trades.json": "trade", "http_get_wallet.json": "wallet",
+}
+NOT_ROWS = {"http_error_response.json", "credential_post_order.json"}
+
+
+def test_every_example_payload_has_a_table():
+    if not PAYLOADS.exists():
+        pytest.skip(f"{PAYLOADS} is missing")
+    assert {p.name for p in PAYLOADS.glob("*.json")} == set(WS_TABLE) | NOT_ROWS
+
+
+@pytest.mark.parametrize("name", sorted(WS_TABLE))
+def test_example_payload_parses_into_its_table(name):
+    path = PAYLOADS / name
+    if not path.exists():
+        pytest.skip(f"{path} is missing")
+    rows = json.loads(path.read_text())
+    rows = rows if isinstance(rows, list) else [rows]
+    table = WS_TABLE[name]
+    state = State(symbol=rows[0].get("symbol") or "XBTUSD")
+    state.apply_message(msg(table, "partial", rows))
+    if table == "orderBookL2":
+        assert state.book.level_of(rows[0]["id"], rows[0]["side"]) == (rows[0]["price"], rows[0]["size"])
+    elif table == "order":
+        open_rows = [r for r in rows if r["ordStatus"] in ("New", "PartiallyFilled")]
+        assert state.table_rows("order") == open_rows
+        for r in rows:
+            assert state.order_by_clordid(r["clOrdID"]) == r
+    else:
+        assert state.table_rows(table) == rows
+    assert not state.errors, state.errors
+    snap = state.snapshot()
+    expect_field = {"instrument": "instrument", "position": "position", "margin": "margin", "wallet": "wallet",
+                    "trade": "last_trade"}
+    if table in expect_field and rows[0].get("symbol", state.symbol) == state.symbol:
+        newest = rows[-1] if table == "trade" else rows[0]
+        assert dict(getattr(snap, expect_field[table])) == newest
+
+
+def test_non_row_payloads_are_logged_not_applied(caplog):
+    state = State()
+    for name in sorted(NOT_ROWS):
+        state.apply_message((PAYLOADS / name).read_bytes() if PAYLOADS.exists() else b"{}")
+    assert sum(state.errors.values()) == 2 and state.seq == 0
+
+
+def test_instrument_updates_merge_and_publish_funding():
+    state = State()
+    state.apply_message(msg("instrument", "partial", [{"symbol": "XBTUSD", "markPrice": 100.5, "fundingRate": 0.0001,
+                                                       "fundingTimestamp": "2024-11-25T12:00:00.000Z",
+                                                       "lastPrice": 100.0}]))
+    state.apply_message(msg("instrument", "update", [{"symbol": "XBTUSD", "lastPrice": 101.0}]))
+    snap = state.snapshot()
+    assert snap.instrument["lastPrice"] == 101.0 and snap.instrument["markPrice"] == 100.5  # omitted field kept
+    assert (snap.mark_price, snap.funding_rate, snap.funding_timestamp) == (100.5, 0.0001, "2024-11-25T12:00:00.000Z")
+    state.apply_message(msg("instrument", "update", [{"symbol": "XBTUSD", "markPrice": 99.0, "fundingRate": -0.0002}]))
+    later = state.snapshot()
+    assert (later.mark_price, later.funding_rate) == (99.0, -0.0002)
+    assert snap.mark_price == 100.5 and snap.instrument["markPrice"] == 100.5  # the old snapshot never changes
+    with pytest.raises(TypeError):
+        snap.instrument["markPrice"] = 1.0
+    with pytest.raises(AttributeError):
+        snap.best_bid = 1.0
+
+
+def test_trade_table_is_keyless_and_bounded():
+    state = State()
+    state.apply_message(msg("trade", "partial", []))
+    for i in range(1200):
+        state.apply_message(msg("trade", "insert", [{"symbol": "XBTUSD", "price": 100.0 + i, "size": 1}]))
+    assert len(state.table_rows("trade")) == 1000
+    assert state.snapshot().last_trade["price"] == 1299.0
+    state.apply_message(msg("trade", "update", [{"symbol": "XBTUSD", "price": 1.0}]))
+    assert state.errors["bad trade rows"] == 1
+
+
+def test_generic_table_semantics():
+    t = Table("position")
+    assert t.keys == ("account", "symbol")
+    _, problems = t.apply("partial", [{"account": 1, "symbol": "XBTUSD", "currentQty": 0, "avgEntryPrice": None}])
+    assert not problems
+    t.apply("update", [{"account": 1, "symbol": "XBTUSD", "currentQty": 5}])
+    assert t.get(1, "XBTUSD") == {"account": 1, "symbol": "XBTUSD", "currentQty": 5, "avgEntryPrice": None}
+    _, problems = t.apply("update", [{"account": 2, "symbol": "XBTUSD", "currentQty": 1}, {"symbol": "XBTUSD"},
+                                     {"account": [1], "symbol": "XBTUSD"}, "junk"])
+    assert len(problems) == 4 and len(t) == 1
+    t.apply("delete", [{"account": 1, "symbol": "XBTUSD"}])
+    assert len(t) == 0
+    t.apply("partial", [{"a": 1, "b": 2}], keys=["a"])  # a partial may redefine the keys
+    assert t.keys == ("a",) and t.get(1) == {"a": 1, "b": 2}
+
+
+def test_rows_before_the_partial_are_dropped():
+    state = State()
+    state.apply_message(msg("position", "insert", [{"account": 1, "symbol": "XBTUSD", "currentQty": 3}]))
+    state.apply_message(msg("orderBookL2", "update", [{"symbol": "XBTUSD", "id": 1, "side": "Buy", "size": 1}]))
+    assert state.dropped_before_partial == 2 and state.table_rows("position") == []
+    snap = state.snapshot()
+    assert snap.position is None and snap.bids == [] and not state.errors
+
+
+# ---- orders and executions ---------------------------------------------------------
+
+def test_order_lifecycle_and_executions():
+    state = ready_state()
+    seq0 = state.private_seq
+    state.apply_message(msg("order", "insert", [order("o1", "c1"), order("o2", "c2")]))
+    assert [o["orderID"] for o in state.snapshot().orders] == ["o1", "o2"]
+    state.apply_message(msg("execution", "insert", [{"execID": "e1", "orderID": "o1", "clOrdID": "c1",
+                                                     "execType": "Trade", "lastQty": 100, "lastPx": 99.0}]))
+    state.apply_message(msg("order", "update", [{"orderID": "o1", "ordStatus": "Filled", "leavesQty": 0,
+                                                 "cumQty": 100}]))
+    state.apply_message(msg("order", "update", [{"orderID": "o2", "leavesQty": 0}]))  # cancelled, status omitted
+    snap = state.snapshot()
+    assert snap.orders == () and snap.private_seq == seq0 + 4
+    closed = state.order_by_clordid("c1")
+    assert closed["ordStatus"] == "Filled" and closed["price"] == 99.0  # merged with the insert's fields
+    assert state.order_by_id("o2")["leavesQty"] == 0 and state.order_by_clordid("nope") is None
+    execs = state.executions_since(seq0)
+    assert [e["execID"] for e in execs] == ["e1"]
+    assert state.executions_since(seq0 + 2) == ()
+    # a new session's partial repeats the execution: recorded once, still findable
+    state.begin_session(PUBLIC_TABLES + PRIVATE_TABLES)
+    state.apply_message(msg("execution", "partial", [{"execID": "e1", "orderID": "o1"},
+                                                     {"execID": "e2", "orderID": "o3"}]))
+    assert [e["execID"] for e in state.executions_since(seq0)] == ["e1", "e2"]
+    assert state.order_by_clordid("c1")["ordStatus"] == "Filled"  # closed orders survive reconnects
+
+
+def test_order_partial_keeps_only_open_orders():
+    table = OrderTable(closed_history=2)
+    table.apply("partial", [order("a", "ca"), order("b", "cb", "Canceled", 0), order("c", "cc", "Rejected", 0),
+                            order("d", "cd", "Filled", 0)])
+    assert [r["orderID"] for r in table.rows()] == ["a"]
+    assert list(table.closed) == ["c", "d"]  # bounded history
+    assert table.find("clOrdID", "cd")["ordStatus"] == "Filled" and table.find("clOrdID", "cb") is None
+
+
+def test_wait_private_wakes_on_private_messages():
+    state = ready_state()
+    seq = state.private_seq
+    assert state.wait_private(seq, 0.01) == seq  # times out
+    timer = threading.Timer(0.05, state.apply_message,
+                            [msg("position", "insert", [{"account": 1, "symbol": "XBTUSD", "currentQty": 7}])])
+    timer.start()
+    assert state.wait_private(seq, 5.0) == seq + 1
+    timer.join()
+    assert state.snapshot().position["currentQty"] == 7
+    state.apply_message(msg("trade", "insert", [{"symbol": "XBTUSD", "price": 1.0, "size": 1}]))
+    assert state.private_seq == seq + 1  # public tables do not bump it
+
+
+# ---- readiness -------------------------------------------------------------------------
+
+def test_ready_only_after_every_partial():
+    state = State()
+    assert not state.snapshot().ready
+    state.begin_session(PUBLIC_TABLES)
+    for table in PUBLIC_TABLES:
+        snap = state.snapshot()
+        assert not snap.ready and "waiting for partials" in snap.reason and table in snap.reason
+        state.apply_message(book_partial() if table == "orderBookL2" else msg(table, "partial", []))
+    snap = state.snapshot()
+    assert snap.ready and snap.reason is None and snap.best_bid == 100.0
+    state.mark_not_ready("connection lost")
+    snap = state.snapshot()
+    assert not snap.ready and snap.reason == "connection lost" and snap.best_bid == 100.0
+    state.begin_session(PUBLIC_TABLES)  # a new connection starts from new partials
+    snap = state.snapshot()
+    assert not snap.ready and snap.bids == [] and snap.instrument == {}
+
+
+def test_book_inconsistency_asks_for_a_resync(caplog):
+    state = ready_state(private=False)
+    bad = msg("orderBookL2", "update", [{"symbol": "XBTUSD", "id": 77, "side": "Buy", "size": 5}])
+    with caplog.at_level(logging.WARNING, logger="sniper.ws.state"):
+        state.apply_message(bad)
+    snap = state.snapshot()
+    assert not snap.ready and "update of unknown id" in snap.reason and snap.bids == []
+    assert "update of unknown id" in state.resync_reason
+    assert len(caplog.records) == 1 and '"id": 77' in caplog.records[0].getMessage()
+    state.apply_message(msg("orderBookL2", "insert", [{"symbol": "XBTUSD", "id": 3, "side": "Buy", "size": 1,
+                                                       "price": 99.0}]))
+    assert state.dropped_before_partial == 1  # nothing applies until the partial
+    state.apply_message(book_partial())
+    assert state.book.valid and state.snapshot().best_ask == 101.0
+
+
+def test_crossing_message_is_not_silently_fixed():
+    state = ready_state(private=False)
+    state.apply_message(msg("orderBookL2", "insert", [{"symbol": "XBTUSD", "id": 3, "side": "Buy", "size": 1,
+                                                       "price": 102.0}]))
+    assert not state.snapshot().ready and "crossed" in state.resync_reason
+
+
+def test_data_age_uses_the_clock():
+    clock = SimClock(start=1_000_000.0, speed=0)
+    state = State(clock=clock)
+    assert state.snapshot().data_age == float("inf")
+    state.apply_message(book_partial())
+    clock.advance(2.5)
+    assert state.snapshot().data_age == pytest.approx(2.5)
+
+
+# ---- bad input and server errors ---------------------------------------------------------
+
+BAD = [
+    (b"{not json", "malformed JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"hello": 1}', "unknown message"),
+    ('{"table": "chat", "action": "insert", "data": []}', "unknown table"),
+    ('{"table": "trade", "action": "upsert", "data": []}', "unknown action"),
+    ('{"table": "trade", "action": "insert", "data": {}}', "no data list"),
+    ('{"table": "trade", "action": "partial", "keys": [1], "data": []}', "malformed keys"),
+    ('{"table": "position", "action": "update", "data": [{"symbol": "XBTUSD"}]}', "bad position rows"),
+    ('{"success": false, "request": {"op": "subscribe"}}', "unsuccessful request"),
+    ('{"status": 400, "error": "Unknown table: foo", "request": {"op": "subscribe", "args": ["foo"]}}',
+     "server error 400"),
+]
+
+
+@pytest.mark.parametrize("raw,kind", BAD)
+def test_bad_input_is_logged_once_with_the_message(raw, kind, caplog):
+    state = ready_state()
+    before = state.snapshot(None)
+    with caplog.at_level(logging.WARNING, logger="sniper.ws.state"):
+        state.apply_message(raw)
+    assert len(caplog.records) == 1
+    text = caplog.records[0].getMessage()
+    assert kind in text and (raw.decode() if isinstance(raw, bytes) else raw)[:12] in text
+    after = state.snapshot(None)
+    assert after.ready and (after.bids, after.asks, after.orders) == (before.bids, before.asks, before.orders)
+
+
+def test_logged_messages_are_redacted(caplog):
+    creds = auth.Credentials("key-abc", "very-secret-value-123")
+    sig_msg = auth.ws_auth_message(creds, 1_700_000_000)
+    raw = json.dumps({"status": 400, "error": f"bad secret {creds.secret}", "request": sig_msg})
+    with caplog.at_level(logging.WARNING, logger="sniper.ws.state"):
+        State().apply_message(raw)
+    text = caplog.records[0].getMessage()
+    assert creds.secret not in text and sig_msg["args"][2] not in text and "***" in text
+
+
+def test_a_flood_of_bad_messages_is_thinned(caplog):
+    state = State()
+    with caplog.at_level(logging.WARNING, logger="sniper.ws.state"):
+        for _ in range(2500):
+            state.apply_message("garbage")
+    assert state.errors["malformed JSON"] == 2500 and len(caplog.records) == 20 + 2
+
+
+def test_401_is_fatal_and_429_asks_to_wait():
+    state = ready_state()
+    state.apply_message('{"status": 429, "error": "Rate limit exceeded", "meta": {"retryAfter": 7}}')
+    assert state.retry_after == 7.0 and state.fatal is None and state.snapshot().ready
+    state.apply_message('{"status": 401, "error": "Signature not valid.", "request": {"op": "authKeyExpires"}}')
+    snap = state.snapshot()
+    assert not snap.ready and "authentication failed (401)" in state.fatal and snap.reason == state.fatal
+
+
+def test_acks_track_authentication_and_subscriptions():
+    state = State()
+    state.apply_message('{"info": "Welcome to the BitMEX Realtime API.", "version": "x"}')
+    state.apply_message('{"success": true, "request": {"op": "authKeyExpires", "args": ["k", 1, "s"]}}')
+    state.apply_message('{"success": true, "subscribe": "order", "request": {"op": "subscribe"}}')
+    assert state.authenticated and state.subscribed == {"order"} and not state.errors
+
+
+# ---- concurrency -------------------------------------------------------------------------------
+
+def test_snapshots_stay_consistent_while_the_writer_runs():
+    """Readers snapshot while a thread replays the legacy stream; every
+    snapshot equals the reference book after exactly `snap.seq` messages."""
+    path = DATA / "streams" / "l2_legacy.ndjson.gz"
+    if not path.exists():
+        pytest.skip(f"{path} is missing")
+    with gzip.open(path, "rb") as f:
+        frames = f.read().splitlines()[:20_000]
+    ref, expected = ReferenceBook(), {}
+    for seq, raw in enumerate(frames, 1):
+        m = json.loads(raw)
+        ref.apply(m["action"], m["data"])
+        expected[seq] = hash((tuple(ref.bids(10)), tuple(ref.asks(10))))
+    state = State()
+    configure_switch_interval(0.0001)  # many switches: readers land mid-stream often
+    seen, failures = [], []
+
+    def reader():
+        while not done.is_set():
+            snap = state.snapshot(10)
+            if snap.seq and hash((tuple(snap.bids), tuple(snap.asks))) != expected[snap.seq]:
+                failures.append(snap.seq)
+            seen.append(snap.seq)
+
+    done = threading.Event()
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    try:
+        for t in readers:
+            t.start()
+        for raw in frames:
+            state.apply_message(raw)
+    finally:
+        done.set()
+        for t in readers:
+            t.join()
+        configure_switch_interval(0.005)
+    assert not failures, failures[:5]
+    assert len(set(seen)) > 20  # the readers really interleaved with the writer
+    assert state.lock.acquisitions >= len(frames) + len(seen)
+    assert isinstance(state.snapshot().instrument, MappingProxyType)
