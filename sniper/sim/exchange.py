@@ -12,7 +12,11 @@ nothing in the contract was changed):
   `clear_market_levels()` removes all market-maker liquidity (account orders stay).
 - `event_time`: when not None it is used instead of `clock.now()`; the feed sets it
   while it applies events scheduled in the past, so rows carry their scheduled time.
-- `best_bid()`, `best_ask()`, `last_price`, `mark_price` are read-only views.
+- `best_bid()`, `best_ask()`, `last_price`, `mark_price` are read-only views;
+  `market_size(side, price)` is the replayed liquidity at a price (account orders excluded).
+- `mark_follows_trades=True` (default): after trades print, the mark moves to the last
+  price, so liquidation works when tests drive trades through the control endpoint;
+  `set_mark_price` still sets it explicitly until the next trade.
 - `trades(count=100, start=0, reverse=False, startTime=None, endTime=None)` and
   `funding_rows(...)` with the same keywords; times may be epoch seconds or ISO text.
 - Cancel of an order id the account never had raises 404 "Not Found"; cancel of a
@@ -219,6 +223,7 @@ class Exchange:
         taker_fee: float = 0.00075,
         funding: list[tuple[float, float]] | tuple = (),
         seed: int = 0,
+        mark_follows_trades: bool = True,
     ) -> None:
         self.instrument = dict(instrument)
         self.symbol = self.instrument.get("symbol", "XBTUSD")
@@ -234,6 +239,8 @@ class Exchange:
         self.instrument["makerFee"] = self.maker_fee
         self.instrument["takerFee"] = self.taker_fee
         self.clock = clock
+        self.mark_follows_trades = mark_follows_trades
+        self._traded = False  # a trade printed since the mark was last set
         self.event_time: float | None = None
         self._rng = random.Random(seed)
         self._subs: list = []
@@ -399,6 +406,11 @@ class Exchange:
                 self._set_mm_tick(side, tick, 0)
         self._after_market_change()
 
+    def market_size(self, side: str, price: float) -> int:
+        """Replayed (market-maker) liquidity at `price`, excluding account orders."""
+        level = self._levels[side].get(self._to_tick(price))
+        return 0 if level is None else level.mm
+
     def _set_mm(self, side: str, price: float, size: int) -> None:
         if side not in (BUY, SELL):
             raise ValueError(f"side must be Buy or Sell, got {side!r}")
@@ -450,7 +462,12 @@ class Exchange:
         return printed
 
     def set_mark_price(self, price: float) -> None:
-        price = float(price)
+        self._set_mark(float(price))
+        self._check_liquidations()
+        self._flush()
+
+    def _set_mark(self, price: float) -> None:
+        self._traded = False
         if price == self.mark_price:
             return
         self.mark_price = price
@@ -462,8 +479,6 @@ class Exchange:
         for acct in self._accounts.values():
             if acct.qty:
                 self._touch_account(acct)
-        self._check_liquidations()
-        self._flush()
 
     def advance(self) -> None:
         """Run what is due at the current time: funding, cancelAllAfter, liquidation."""
@@ -559,6 +574,7 @@ class Exchange:
             direction = "PlusTick" if price > last else "MinusTick"
         self._tick_direction = direction
         self.last_price = price
+        self._traded = True
         gross = int(round(size * SATOSHI / price))
         self._volume += size
         self._turnover += gross
@@ -1141,6 +1157,10 @@ class Exchange:
         return min(self.max_price, steps * self.tick_size)
 
     def _check_liquidations(self) -> None:
+        """Move the mark to the last trade (unless disabled), then liquidate whoever
+        is past their liquidation price."""
+        if self._traded and self.mark_follows_trades:
+            self._set_mark(self.last_price)
         for acct in self._accounts.values():
             if not acct.qty or (self.mark_price is None and self.last_price is None):
                 continue
