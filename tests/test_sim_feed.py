@@ -1,0 +1,195 @@
+"""Market feed: bar reproduction from the simulator's own trades, determinism, book
+shape and update rate, account orders trading against the replay, funding on replay."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from sniper.clock import SimClock
+from sniper.sim.exchange import Exchange, parse_time
+from sniper.sim.feed import (
+    BAR_DTYPE,
+    DEFAULT_BARS,
+    DEFAULT_FUNDING,
+    Feed,
+    load_bars,
+    load_funding,
+    load_instrument,
+)
+
+
+def make(bars, *, seed=1, l2_rate=0.0, loop=False, funding=(), accounts=(), **kw):
+    clock = SimClock(float(bars["time"][0]), speed=0)
+    ex = Exchange(load_instrument(), clock, funding=funding, seed=seed)
+    for key in accounts:
+        ex.add_account(key, "secret", 1.0)
+    messages = []
+    ex.subscribe(lambda *m: messages.append(m))
+    return ex, Feed(ex, bars, seed=seed, l2_rate=l2_rate, loop=loop, **kw), messages
+
+
+def trades_of(messages):
+    return [r for t, _, rows, _ in messages if t == "trade" for r in rows]
+
+
+def test_bundled_sample_is_small_real_and_tick_aligned():
+    assert DEFAULT_BARS.stat().st_size < 300_000
+    bars = load_bars()
+    assert len(bars) >= 3 * 1440 and np.all(np.diff(bars["time"]) == 60)
+    for col in ("open", "high", "low", "close"):
+        assert np.all(bars[col] * 2 == np.round(bars[col] * 2))  # tickSize 0.5 in that era
+    funding = load_funding()
+    times = [t for t, _ in funding]
+    assert times[0] <= bars["time"][0] and times[-1] >= bars["time"][-1]
+    assert all(t % 28800 == 14400 for t in times)  # 04:00, 12:00, 20:00 UTC
+    inst = load_instrument()
+    assert (inst["tickSize"], inst["lotSize"], inst["symbol"]) == (0.5, 1, "XBTUSD")
+
+
+def test_replay_reproduces_every_recorded_bar():
+    """Bars rebuilt from the simulator's trade rows match high, low, close and volume
+    (open is the previous close, as in BitMEX's bucketed data)."""
+    bars = load_bars()
+    ex, feed, messages = make(bars)
+    start = float(bars["time"][0])
+    for m in range(1, len(bars) + 1):
+        feed.step_until(start + 60 * m - 1e-6)
+    assert feed.step_until(start + 60 * len(bars) + 3600) == 0 and feed.finished
+    buckets = collections.defaultdict(list)
+    for r in trades_of(messages):
+        buckets[int(parse_time(r["timestamp"]) // 60 * 60)].append((r["price"], r["size"]))
+    assert set(buckets) <= set(bars["time"].tolist())
+    mismatches = []
+    for bar in bars:
+        rows = buckets.get(int(bar["time"]), [])
+        if bar["volume"] == 0:
+            got = (bar["high"], bar["low"], bar["close"], 0) if not rows else None
+        else:
+            prices = [p for p, _ in rows]
+            got = (max(prices), min(prices), prices[-1], sum(s for _, s in rows))
+        if got != (bar["high"], bar["low"], bar["close"], bar["volume"]):
+            mismatches.append((int(bar["time"]), got))
+    assert not mismatches, mismatches[:5]
+
+
+def test_deterministic_for_a_seed_whatever_the_step_size():
+    bars = load_bars()[:20]
+    start = float(bars["time"][0])
+
+    def run(seed, step):
+        ex, feed, messages = make(bars, seed=seed, l2_rate=2.0)
+        t = start
+        while t < start + 20 * 60:
+            t += step
+            feed.step_until(t)
+        return [(t, a, rows) for t, a, rows, _ in messages if t in ("trade", "orderBookL2")]
+
+    fine = run(7, 0.5)
+    assert fine == run(7, 60.0)
+    assert fine != run(8, 60.0)
+
+
+def test_book_has_levels_around_the_path_and_update_rate_reaches_1000_per_second():
+    bars = load_bars()[:2]
+    ex, feed, messages = make(bars, l2_rate=1000.0, levels=40)
+    start = float(bars["time"][0])
+    feed.step_until(start)
+    messages.clear()
+    feed.step_until(start + 10)
+    l2 = [m for m in messages if m[0] == "orderBookL2"]
+    assert len(l2) >= 9_000  # ~1,000 size updates per simulated second, plus trade moves
+    rows = ex.l2_rows()
+    bids = [r for r in rows if r["side"] == "Buy"]
+    asks = [r for r in rows if r["side"] == "Sell"]
+    assert len(bids) >= 35 and len(asks) >= 35
+    assert max(r["price"] for r in bids) < min(r["price"] for r in asks)
+    assert min(r["price"] for r in asks) - max(r["price"] for r in bids) <= 1.0
+    sizes = [r["size"] for r in rows]
+    assert min(sizes) >= 1 and np.median(sizes) >= 1000  # realistic XBTUSD level sizes
+    last = ex.last_price
+    assert min(r["price"] for r in asks) - 0.5 <= last <= max(r["price"] for r in bids) + 0.5 or (
+        abs(last - min(r["price"] for r in asks)) <= 0.5 or abs(last - max(r["price"] for r in bids)) <= 0.5
+    )
+
+
+def test_account_orders_trade_against_the_replay():
+    """A resting bid at the minute's low is filled as the replay walks down through it."""
+    bars = load_bars()
+    i = int(np.flatnonzero((bars["low"][1:] < bars["close"][:-1] - 5) & (bars["volume"][1:] > 0))[0]) + 1
+    ex, feed, messages = make(bars, accounts=["k"])
+    feed.step_until(float(bars["time"][i]) - 0.001)  # just before minute i
+    bid = float(bars["low"][i]) + 1.0
+    assert ex.best_ask() > bid
+    order = ex.place_order("k", side="Buy", orderQty=10, price=bid)
+    assert order["ordStatus"] == "New"
+    feed.step_until(float(bars["time"][i]) + 60)
+    row = ex.orders("k")[0]
+    assert row["ordStatus"] == "Filled" and row["avgPx"] == bid
+    assert ex.positions("k")[0]["currentQty"] == 10
+    fill = [r for r in ex.executions("k") if r["execType"] == "Trade"][0]
+    assert fill["lastLiquidityInd"] == "AddedLiquidity"
+
+
+def test_funding_settles_during_replay_at_the_recorded_rate():
+    bars = load_bars()
+    funding = load_funding(DEFAULT_FUNDING)
+    ex, feed, messages = make(bars, funding=funding, accounts=["k"])
+    start = float(bars["time"][0])
+    settlement = start + 4 * 3600  # 2018-11-19T04:00Z
+    rate = dict(funding)[settlement]
+    assert rate == pytest.approx(-0.000223, abs=1e-6)
+    feed.step_until(settlement - 30)
+    ex.place_order("k", side="Buy", orderQty=1000, ordType="Market")
+    before = ex.wallet("k")["amount"]
+    feed.step_until(settlement + 30)
+    paid = [r for r in ex.executions("k") if r["execType"] == "Funding"]
+    assert len(paid) == 1 and paid[0]["timestamp"] == "2018-11-19T04:00:00.000Z"
+    mark = paid[0]["lastPx"]
+    # long 1000 at a negative rate receives |1000| / mark * 1e8 * 0.000223 XBt
+    expected = round(round(1000 / mark * 1e8) * rate)
+    assert paid[0]["execComm"] == expected < 0
+    assert [r["fundingRate"] for t, _, rows, _ in messages if t == "funding" for r in rows] == [rate]
+    fills = sum(r["execComm"] for r in ex.executions("k") if r["execType"] == "Trade" and
+                parse_time(r["timestamp"]) > settlement - 30)
+    assert ex.wallet("k")["amount"] == before - expected - fills
+
+
+def test_loop_replays_again_shifted_in_time():
+    bars = np.array(
+        [(600, 100.0, 101.0, 99.0, 100.5, 50), (660, 100.5, 102.0, 100.0, 101.0, 70)], dtype=BAR_DTYPE
+    )
+    ex, feed, messages = make(bars, loop=True)
+    feed.step_until(600 + 240)
+    times = sorted({int(parse_time(r["timestamp"]) // 60 * 60) for r in trades_of(messages)})
+    assert times == [600, 660, 720, 780] and feed.end is None
+    assert sum(r["size"] for r in trades_of(messages)) == 240
+
+
+def test_replay_can_start_inside_the_data():
+    bars = load_bars()[:30]
+    begin = float(bars["time"][10]) + 15
+    ex, feed, messages = make(bars, start=begin)
+    assert feed.step_until(begin - 1) == 0 and not messages  # nothing before the start
+    feed.step_until(float(bars["time"][12]))
+    times = {int(parse_time(r["timestamp"]) // 60 * 60) for r in trades_of(messages)}
+    assert times == {int(bars["time"][10]), int(bars["time"][11])}
+    first_book = next(rows for t, _, rows, _ in messages if t == "orderBookL2")
+    assert first_book[0]["timestamp"] == "2018-11-19T00:10:15.000Z"
+    with pytest.raises(ValueError):
+        Feed(ex, bars, start=float(bars["time"][0]) - 3600, loop=False)
+
+
+def test_load_bars_rejects_bad_files(tmp_path):
+    bad = tmp_path / "bars.csv"
+    bad.write_text("time,open,high,low,close\n0,1,1,1,1\n")
+    with pytest.raises(ValueError, match="missing columns"):
+        load_bars(bad)
+    bad.write_text("time,open,high,low,close,volume\n60,1,1,1,1,1\n0,1,1,1,1,1\n")
+    with pytest.raises(ValueError, match="increasing"):
+        load_bars(bad)
+    bad.write_text("time,open,high,low,close,volume\n0,1,1,2,1,1\n")
+    with pytest.raises(ValueError, match="low <= close <= high"):
+        load_bars(bad)
