@@ -15,6 +15,8 @@ from sniper.sim.feed import (
     DEFAULT_BARS,
     DEFAULT_FUNDING,
     Feed,
+    default_start,
+    instrument_for,
     load_bars,
     load_funding,
     load_instrument,
@@ -80,7 +82,7 @@ def test_deterministic_for_a_seed_whatever_the_step_size():
     start = float(bars["time"][0])
 
     def run(seed, step):
-        ex, feed, messages = make(bars, seed=seed, l2_rate=2.0)
+        ex, feed, messages = make(bars, seed=seed, l2_rate=2.0, start=start)
         t = start
         while t < start + 20 * 60:
             t += step
@@ -161,7 +163,7 @@ def test_loop_replays_again_shifted_in_time():
     bars = np.array(
         [(600, 100.0, 101.0, 99.0, 100.5, 50), (660, 100.5, 102.0, 100.0, 101.0, 70)], dtype=BAR_DTYPE
     )
-    ex, feed, messages = make(bars, loop=True)
+    ex, feed, messages = make(bars, loop=True, start=600)
     feed.step_until(600 + 240)
     times = sorted({int(parse_time(r["timestamp"]) // 60 * 60) for r in trades_of(messages)})
     assert times == [600, 660, 720, 780] and feed.end is None
@@ -180,6 +182,29 @@ def test_replay_can_start_inside_the_data():
     assert first_book[0]["timestamp"] == "2018-11-19T00:10:15.000Z"
     with pytest.raises(ValueError):
         Feed(ex, bars, start=float(bars["time"][0]) - 3600, loop=False)
+
+
+def test_without_start_the_replay_begins_at_the_first_step():
+    bars = load_bars()[:30]
+    ex, feed, messages = make(bars)
+    feed.step_until(float(bars["time"][20]) + 30)
+    times = {int(parse_time(r["timestamp"]) // 60 * 60) for r in trades_of(messages)}
+    assert times == {int(bars["time"][20])}
+    assert feed.start == float(bars["time"][20]) + 30
+
+
+def test_instrument_for_follows_the_bars_era():
+    bars = load_bars()[:10]
+    assert (instrument_for(bars)["tickSize"], instrument_for(bars)["lotSize"]) == (0.5, 1)
+    early = bars.copy()
+    early["close"] += 0.01
+    early["high"] += 0.01
+    assert instrument_for(early)["tickSize"] == 0.01
+    modern = bars.copy()
+    modern["high"] += 0.1
+    modern["volume"] = 100 * (modern["volume"] // 100)
+    assert (instrument_for(modern)["tickSize"], instrument_for(modern)["lotSize"]) == (0.1, 100)
+    assert default_start(bars) == bars["time"][0]
 
 
 def test_load_bars_rejects_bad_files(tmp_path):

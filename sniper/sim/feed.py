@@ -75,6 +75,26 @@ def load_instrument(path: str | Path = DEFAULT_INSTRUMENT) -> dict:
         return json.load(f)
 
 
+def instrument_for(bars, path: str | Path = DEFAULT_INSTRUMENT) -> dict:
+    """The instrument definition with the tick and lot of the bars' era: the coarsest
+    tick (0.5, 0.1, 0.01) all prices sit on; lot 100 only for 0.1-tick bars whose
+    volumes are all multiples of 100 (today's XBTUSD), else 1."""
+    bars = _as_bars(bars)
+    prices = np.concatenate([bars[c] for c in ("open", "high", "low", "close")])
+    inst = load_instrument(path)
+    for tick in (0.5, 0.1, 0.01):
+        if np.all(np.abs(prices / tick - np.round(prices / tick)) < 1e-6):
+            break
+    inst["tickSize"] = tick
+    inst["lotSize"] = 100 if tick == 0.1 and np.all(bars["volume"] % 100 == 0) else 1
+    return inst
+
+
+def default_start(bars) -> float:
+    """Where a replay of `bars` starts by default: the first bar's open time."""
+    return float(_as_bars(bars)["time"][0])
+
+
 class Feed:
     """Replays `bars` into `exchange`. Call `step_until(t)` with non-decreasing sim
     times; it applies every event due by `t` and returns how many it applied."""
@@ -104,9 +124,10 @@ class Feed:
         self.loop = loop
         self._first = float(self.bars["time"][0])
         self.span = float(self.bars["time"][-1] + 60 - self._first)
-        # the replay begins with the minute holding `start` (epoch seconds; default the first bar)
-        self.start = self._first if start is None else float(start)
-        if not loop and not self._first <= self.start < self._first + self.span:
+        # The replay begins with the minute holding `start` (epoch seconds). None: the
+        # minute holding the first step_until time, or the first bar if that is earlier.
+        self.start = None if start is None else float(start)
+        if self.start is not None and not loop and not self._first <= self.start < self._first + self.span:
             raise ValueError("start is outside the bars (and loop is off)")
         self._ts = exchange.tick_size
         self._lot = exchange.lot_size
@@ -131,6 +152,10 @@ class Feed:
     def step_until(self, sim_time: float) -> int:
         ex = self.exchange
         if self._next_bar is None:
+            if self.start is None:
+                self.start = max(self._first, float(sim_time))
+                if not self.loop:
+                    self.start = min(self.start, self._first + self.span - 60)
             if sim_time < self.start:
                 ex.advance()
                 return 0
