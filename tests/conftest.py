@@ -1,0 +1,168 @@
+"""Shared fixtures: a real simulator on 127.0.0.1 for every test that needs an exchange.
+
+`sim_server` gives a fresh, paused simulator per test (the market only moves when
+the test says so, through the control endpoint). `sim_factory(**opts)` starts one
+with options, e.g. `sim_factory(accounts=[("k", "s", 2.0)], rate_limit=5,
+paused=False, speed=60)`; pass `in_process=True` to run `SimServer` in this
+process instead of `python -m sniper sim` (then `.server.sim` is the live `Sim`).
+
+The handle: `.url` (http base), `.ws_url`, `.key`/`.secret` (first account),
+`.accounts`, `.control(path, json=None, method="POST")` -> JSON reply of
+`/_control/<path>`, `.state()`, `.headers(verb, path, body="")` (signed api-*
+headers for the first account), `.stop()`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from sniper import auth
+from sniper.config import SIM_DEMO_KEY, SIM_DEMO_SECRET
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class SimHandle:
+    url: str
+    accounts: list[tuple[str, str, float]]
+    proc: subprocess.Popen | None = None
+    server: object | None = None  # sniper.sim.server.SimServer when in-process
+    log_path: Path | None = None
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url[len("http"):] + "/realtime"
+
+    @property
+    def key(self) -> str:
+        return self.accounts[0][0]
+
+    @property
+    def secret(self) -> str:
+        return self.accounts[0][1]
+
+    def control(self, path: str, json: dict | None = None, method: str = "POST") -> dict:
+        """Call `/_control/<path>`; raises on a non-2xx answer (with the server's reason)."""
+        resp = self.session.request(method, f"{self.url}/_control/{path.lstrip('/')}", json=json, timeout=10)
+        if resp.status_code >= 300:
+            raise AssertionError(f"control {method} {path} -> {resp.status_code}: {resp.text}")
+        return resp.json()
+
+    def state(self) -> dict:
+        return self.control("state", method="GET")
+
+    def headers(self, verb: str, path: str, body: str | bytes = "", ttl: int = 5) -> dict:
+        """Signed api-* headers for the first account; `path` includes /api/v1 and the query."""
+        return auth.headers(auth.Credentials(self.key, self.secret), verb, path, body, time.time(), ttl)
+
+    def server_log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        self.session.close()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def sim_command(**opts) -> list[str]:
+    """The argv that starts a simulator subprocess with these options."""
+    module = "sniper" if importlib.util.find_spec("sniper.cli") else "sniper.sim.server"
+    cmd = [sys.executable, "-m", module] + (["sim"] if module == "sniper" else [])
+    cmd += ["--port", "0", "--seed", str(opts.get("seed", 1))]
+    if opts.get("paused", True):
+        cmd.append("--paused")
+    for name in ("speed", "data", "funding", "start", "l2_rate", "rate_limit", "host"):
+        if opts.get(name) is not None:
+            cmd += ["--" + name.replace("_", "-"), str(opts[name])]
+    for key, secret, balance in opts.get("accounts") or []:
+        cmd += ["--account", f"{key}:{secret}:{balance}"]
+    return cmd + list(opts.get("extra_args", []))
+
+
+def _first_line(proc: subprocess.Popen, timeout: float) -> str:
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout).strip()
+    except queue.Empty:
+        return ""
+
+
+def start_sim(**opts) -> SimHandle:
+    """Start a simulator (subprocess unless in_process=True) and wait until it listens."""
+    accounts = [tuple(a) for a in opts.get("accounts") or [(SIM_DEMO_KEY, SIM_DEMO_SECRET, 1.0)]]
+    if opts.pop("in_process", False):
+        from sniper.sim.server import SimServer
+
+        kwargs = {k: v for k, v in opts.items() if k != "extra_args"}
+        kwargs.setdefault("paused", True)
+        kwargs.setdefault("seed", 1)
+        server = SimServer(**kwargs)
+        return SimHandle(server.start(), accounts, server=server)
+    fd, log_name = tempfile.mkstemp(prefix="sim-", suffix=".log")
+    os.close(fd)
+    log_path = Path(log_name)
+    with open(log_path, "wb") as err:
+        proc = subprocess.Popen(sim_command(**opts), cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+    url = _first_line(proc, START_TIMEOUT_S)
+    if not url.startswith("http://"):
+        proc.kill()
+        proc.wait(5)
+        raise RuntimeError(f"simulator did not start (first line {url!r}); stderr:\n{log_path.read_text()}")
+    return SimHandle(url, accounts, proc=proc, log_path=log_path)
+
+
+@pytest.fixture
+def sim_factory():
+    """Start simulators with options; all are stopped at teardown."""
+    handles: list[SimHandle] = []
+
+    def factory(**opts) -> SimHandle:
+        handle = start_sim(**opts)
+        handles.append(handle)
+        return handle
+
+    yield factory
+    for handle in handles:
+        handle.stop()
+        if handle.log_path is not None:
+            handle.log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def sim_server(sim_factory) -> SimHandle:
+    """A fresh paused simulator (subprocess, seed 1, the demo account)."""
+    return sim_factory()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data, or skip when this checkout has no shared data next to it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
