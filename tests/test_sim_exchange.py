@@ -478,3 +478,15 @@ def test_history_queries(ex, clock):
     assert [r["timestamp"] for r in ex.trades(count=2, reverse=True)] == [iso(T0 + 240), iso(T0 + 180)]
     assert len(ex.trades(startTime=iso(T0 + 60), endTime=T0 + 180)) == 3
     assert ex.trades(count=2, start=4)[0]["timestamp"] == iso(T0 + 240)
+
+
+def test_timestamps_never_go_backwards_and_truncate_to_the_millisecond(ex, clock):
+    assert iso(T0 + 59.9999) == "2018-11-19T00:00:59.999Z"
+    ex.set_level("Sell", 10000, 100)
+    clock.advance(10)
+    ex.place_order(KEY, side="Buy", orderQty=10, ordType="Market")  # at T0 + 10
+    ex.event_time = T0 + 5  # a feed event applied late
+    ex.market_order("Buy", 10)
+    ex.event_time = None
+    stamps = [r["timestamp"] for r in ex.trades()]
+    assert stamps == [iso(T0 + 10), iso(T0 + 10)]

@@ -12,6 +12,7 @@ nothing in the contract was changed):
   `clear_market_levels()` removes all market-maker liquidity (account orders stay).
 - `event_time`: when not None it is used instead of `clock.now()`; the feed sets it
   while it applies events scheduled in the past, so rows carry their scheduled time.
+  `now()` never goes backwards: a row is never stamped before one already emitted.
 - `best_bid()`, `best_ask()`, `last_price`, `mark_price` are read-only views;
   `market_size(side, price)` is the replayed liquidity at a price (account orders excluded).
 - `mark_follows_trades=True` (default): after trades print, the mark moves to the last
@@ -86,8 +87,9 @@ class ExchangeError(Exception):
 
 
 def iso(t: float) -> str:
-    """Epoch seconds -> BitMEX timestamp text ('2018-11-19T00:00:00.000Z')."""
-    ms = int(round(t * 1000))
+    """Epoch seconds -> BitMEX timestamp text ('2018-11-19T00:00:00.000Z'), truncated
+    to the millisecond so a time never lands in the next second or minute."""
+    ms = math.floor(t * 1000 + 1e-6)
     d = datetime.fromtimestamp(ms // 1000, tz=UTC)
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
@@ -209,6 +211,7 @@ class _Account:
     exec_comm: int = 0
     opening_time: float = 0.0
     cancel_at: float | None = None  # cancelAllAfter deadline
+    wallet_sent: int | None = None  # wallet amount in the last emitted wallet row
 
 
 class Exchange:
@@ -242,6 +245,7 @@ class Exchange:
         self.mark_follows_trades = mark_follows_trades
         self._traded = False  # a trade printed since the mark was last set
         self.event_time: float | None = None
+        self._last_now = float("-inf")
         self._rng = random.Random(seed)
         self._subs: list = []
         self._accounts: dict[str, _Account] = {}
@@ -258,8 +262,8 @@ class Exchange:
         self._tick_direction = "ZeroPlusTick"
         self._volume = 0
         self._turnover = 0
-        self._trades: deque = deque(maxlen=RECENT_TRADES)
-        self._trade_times: deque = deque(maxlen=RECENT_TRADES)
+        self._trades: list[dict] = []  # recent trades, trimmed in chunks (GET /trade)
+        self._trade_times: list[float] = []
         self._printed: list | None = None  # trades printed by the current market_order
         # funding
         hist = sorted((float(t), float(r)) for t, r in funding)
@@ -270,7 +274,13 @@ class Exchange:
 
     # ------------------------------------------------------------------ time, ids, emission
     def now(self) -> float:
-        return self.clock.now() if self.event_time is None else self.event_time
+        """Event time if set, else the clock; never earlier than a time already used,
+        so rows come out in time order even when the feed applies events a little late."""
+        t = self.clock.now() if self.event_time is None else self.event_time
+        if t < self._last_now:
+            return self._last_now
+        self._last_now = t
+        return t
 
     def _ts(self) -> str:
         t = self.now()
@@ -306,12 +316,15 @@ class Exchange:
         if self._dirty_accounts:
             accounts, self._dirty_accounts = self._dirty_accounts, {}
             for acct in accounts.values():
+                n = self._numbers(acct)
                 if acct.touched:
                     action = "update" if acct.announced else "insert"
                     acct.announced = True
-                    out.append(("position", action, [self._position_row(acct)], acct.key))
-                out.append(("margin", "update", [self._margin_row(acct)], acct.key))
-                out.append(("wallet", "update", [self._wallet_row(acct)], acct.key))
+                    out.append(("position", action, [self._position_row(acct, n)], acct.key))
+                out.append(("margin", "update", [self._margin_row(acct, n)], acct.key))
+                if acct.wallet != acct.wallet_sent:
+                    acct.wallet_sent = acct.wallet
+                    out.append(("wallet", "update", [self._wallet_row(acct)], acct.key))
         for msg in out:
             for cb in self._subs:
                 cb(*msg)
@@ -488,7 +501,7 @@ class Exchange:
         for acct in self._accounts.values():
             if acct.cancel_at is not None and acct.cancel_at <= now:
                 acct.cancel_at = None
-                self._cancel_many(acct, [o for o in acct.orders.values() if o.is_open], TEXT_CANCEL_ALL_AFTER)
+                self._cancel_many(acct, list(acct.open.values()), TEXT_CANCEL_ALL_AFTER)
         self._check_liquidations()
         self._flush()
 
@@ -595,6 +608,8 @@ class Exchange:
         }
         self._trades.append(row)
         self._trade_times.append(self.now())
+        if len(self._trades) > 2 * RECENT_TRADES:
+            del self._trades[:RECENT_TRADES], self._trade_times[:RECENT_TRADES]
         if self._printed is not None:
             self._printed.append(row)
         self._emit("trade", "insert", row)
@@ -1322,8 +1337,8 @@ class Exchange:
         )
         return row
 
-    def _position_row(self, acct: _Account) -> dict:
-        n = self._numbers(acct)
+    def _position_row(self, acct: _Account, n: dict | None = None) -> dict:
+        n = n or self._numbers(acct)
         q, c = acct.qty, acct.cost
         ts = self._ts()
         entry = abs(q) * SATOSHI / abs(c) if q else None
@@ -1360,8 +1375,8 @@ class Exchange:
             "lastPrice": self.last_price, "lastValue": n["mark_value"],
         }
 
-    def _margin_row(self, acct: _Account) -> dict:
-        n = self._numbers(acct)
+    def _margin_row(self, acct: _Account, n: dict | None = None) -> dict:
+        n = n or self._numbers(acct)
         balance = acct.wallet + n["upnl"]
         used = n["order_margin"] + n["pos_margin"]
         return {
@@ -1436,7 +1451,7 @@ class Exchange:
         }
 
     def trades(self, count=100, start=0, reverse=False, startTime=None, endTime=None) -> list[dict]:
-        return query_rows(list(self._trades), list(self._trade_times), count, start, reverse, startTime, endTime)
+        return query_rows(self._trades, self._trade_times, count, start, reverse, startTime, endTime)
 
     def funding_rows(self, count=100, start=0, reverse=False, startTime=None, endTime=None) -> list[dict]:
         """Settled funding history up to now (recorded history plus simulated settlements)."""

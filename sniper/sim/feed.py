@@ -33,6 +33,8 @@ BAR_DTYPE = np.dtype(
     [("time", "i8"), ("open", "f8"), ("high", "f8"), ("low", "f8"), ("close", "f8"), ("volume", "i8")]
 )
 _MINUTE, _TRADE, _JITTER = 0, 1, 2
+SIZE_SIGMA = 0.8  # lognormal spread of level sizes
+SIZE_GROWTH = 0.04  # median level size grows 4 % per tick away from the touch
 
 
 def load_bars(path: str | Path = DEFAULT_BARS) -> np.ndarray:
@@ -171,6 +173,8 @@ class Feed:
                 if ev[0] > sim_time:
                     break
                 self._pos += 1
+                if ev[0] < self.start:  # the part of the first minute before the start
+                    continue
                 ex.event_time = ev[0]
                 self._apply(ev)
                 applied += 1
@@ -196,20 +200,19 @@ class Feed:
         price = self._prev_close(i)
         tick = self._tick(price)
         self.exchange.event_time = max(self.start, self.bar_time(i, cycle))
+        self._planned_last = tick
+        self._rng = random.Random(f"{self.seed}:{cycle}:{i}")
         try:
-            rng = np.random.default_rng([self.seed, cycle, i, 1])
             base = self._size_base(i)
             changes = []
             for d in range(self.levels):
-                changes.append((BUY, (tick - 1 - d) * self._ts, self._level_size(rng, base, d)))
-                changes.append((SELL, (tick + d) * self._ts, self._level_size(rng, base, d)))
+                changes.append((BUY, (tick - 1 - d) * self._ts, self._draw_size(base, d)))
+                changes.append((SELL, (tick + d) * self._ts, self._draw_size(base, d)))
             self._bid_top, self._ask_top = tick - 1, tick
             self.exchange.set_levels(changes)
             self.exchange.set_mark_price(price)
         finally:
             self.exchange.event_time = None
-        self._planned_last = tick
-        self._rng = random.Random(f"{self.seed}:{cycle}:{i}")
 
     def _plan_next(self, sim_time: float) -> bool:
         """Plan the next minute if it has begun by `sim_time`."""
@@ -246,11 +249,12 @@ class Feed:
         return max(1000.0, v / max(self.trades_per_minute, 1.0) * 0.5)
 
     @staticmethod
-    def _level_size(rng, base: float, depth: int) -> int:
-        return max(1, int(rng.lognormal(math.log(base * (1 + 0.04 * depth)), 0.8)))
+    def _median_size(base, depth):
+        """Level sizes are lognormal around `base`, growing away from the touch."""
+        return base * (1 + SIZE_GROWTH * depth)
 
     def _draw_size(self, base: float, depth: int) -> int:
-        return max(1, int(self._rng.lognormvariate(math.log(base * (1 + 0.04 * depth)), 0.8)))
+        return max(1, int(self._rng.lognormvariate(math.log(self._median_size(base, depth)), SIZE_SIGMA)))
 
     def _plan_minute(self, i: int, cycle: int) -> list[tuple]:
         bar = self.bars[i]
@@ -263,7 +267,7 @@ class Feed:
             times = np.sort(rng.uniform(t0, t0 + 60, n_jitter))
             sides = rng.random(n_jitter) < 0.5
             depths = np.minimum(rng.geometric(0.12, n_jitter) - 1, self.levels - 1)
-            sizes = np.maximum(1, rng.lognormal(math.log(self._size_base(i)), 0.8, n_jitter) * (1 + 0.04 * depths))
+            sizes = np.maximum(1, rng.lognormal(0.0, SIZE_SIGMA, n_jitter) * self._median_size(self._size_base(i), depths))
             events += [
                 (t, _JITTER, BUY if s else SELL, int(d), int(z))
                 for t, s, d, z in zip(times.tolist(), sides.tolist(), depths.tolist(), sizes.tolist(), strict=True)
