@@ -220,3 +220,18 @@ def test_load_bars_rejects_bad_files(tmp_path):
     bad.write_text("time,open,high,low,close,volume\n0,1,1,2,1,1\n")
     with pytest.raises(ValueError, match="low <= close <= high"):
         load_bars(bad)
+
+
+def test_replayed_liquidity_taken_by_an_account_is_restored():
+    bars = load_bars()[:5]
+    start = default_start(bars)
+    ex, feed, messages = make(bars, start=start, levels=20)
+    ex.add_account("k", "secret", 1000.0)  # enough margin to sweep the whole ask side
+    feed.step_until(start)
+    asks = [r for r in ex.l2_rows() if r["side"] == "Sell"]
+    assert len(asks) == 20
+    row = ex.place_order("k", side="Buy", orderQty=sum(r["size"] for r in asks) + 10, ordType="Market")
+    assert row["cumQty"] == sum(r["size"] for r in asks)
+    assert ex.best_ask() is None
+    assert feed.step_until(feed.next_event_time()) >= 1  # the very next replay event
+    assert len([r for r in ex.l2_rows() if r["side"] == "Sell"]) >= 20

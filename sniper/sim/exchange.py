@@ -14,7 +14,8 @@ nothing in the contract was changed):
   while it applies events scheduled in the past, so rows carry their scheduled time.
   `now()` never goes backwards: a row is never stamped before one already emitted.
 - `best_bid()`, `best_ask()`, `last_price`, `mark_price` are read-only views;
-  `market_size(side, price)` is the replayed liquidity at a price (account orders excluded).
+  `market_size(side, price)` is the replayed liquidity at a price (account orders excluded);
+  `replay_taken` counts replayed contracts taken by account orders (the feed refills).
 - `mark_follows_trades=True` (default): after trades print, the mark moves to the last
   price, so liquidation works when tests drive trades through the control endpoint;
   `set_mark_price` still sets it explicitly until the next trade.
@@ -244,6 +245,7 @@ class Exchange:
         self.clock = clock
         self.mark_follows_trades = mark_follows_trades
         self._traded = False  # a trade printed since the mark was last set
+        self.replay_taken = 0  # replayed contracts taken by account orders (the feed refills)
         self.event_time: float | None = None
         self._last_now = float("-inf")
         self._rng = random.Random(seed)
@@ -576,6 +578,7 @@ class Exchange:
             o.ahead = max(0, o.ahead - amount)
         match_id = self._print_trade(side, amount, price)
         if taker is not None:
+            self.replay_taken += amount
             self._fill(taker, amount, price, maker=False, match_id=match_id)
 
     def _print_trade(self, side: str, size: int, price: float) -> str:

@@ -139,6 +139,7 @@ class Feed:
         self._pos = 0
         self._bid_top = self._ask_top = 0  # ticks of the replayed touch
         self._planned_last = 0  # tick of the last planned trade (decides aggressor sides)
+        self._taken_seen = exchange.replay_taken
         self._rng = random.Random(self.seed)  # sizes drawn while applying (order is fixed)
         self.finished = False
 
@@ -332,6 +333,8 @@ class Feed:
 
     # ------------------------------------------------------------------ applying
     def _apply(self, ev: tuple) -> None:
+        if self.exchange.replay_taken != self._taken_seen:
+            self._refill()
         kind = ev[1]
         if kind == _TRADE:
             _, _, side, tick, qty = ev
@@ -358,6 +361,19 @@ class Feed:
         if changes:
             self.exchange.set_levels(changes)
         self.exchange.market_order(side, qty, tick * self._ts)
+
+    def _refill(self) -> None:
+        """Accounts took replayed liquidity: market makers restore the empty levels."""
+        self._taken_seen = self.exchange.replay_taken
+        base = self._touch_base()
+        changes = []
+        for side, top, step in ((BUY, self._bid_top, -1), (SELL, self._ask_top, 1)):
+            for d in range(self.levels):
+                price = (top + step * d) * self._ts
+                if self.exchange.market_size(side, price) == 0:
+                    changes.append((side, price, self._draw_size(base, d)))
+        if changes:
+            self.exchange.set_levels(changes)
 
     def _recenter(self, bid_top: int, ask_top: int) -> list[tuple]:
         """Level changes that shift the book window to the new touch: removals first so
