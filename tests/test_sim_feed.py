@@ -168,6 +168,12 @@ def test_loop_replays_again_shifted_in_time():
     times = sorted({int(parse_time(r["timestamp"]) // 60 * 60) for r in trades_of(messages)})
     assert times == [600, 660, 720, 780] and feed.end is None
     assert sum(r["size"] for r in trades_of(messages)) == 240
+    feed.step_until(600 + 299.9995)  # the whole of cycle 2's last minute
+    assert 900 <= feed.next_event_time() <= 960
+
+    _, once, _ = make(bars, start=600)
+    once.step_until(720)
+    assert once.finished and once.next_event_time() is None
 
 
 def test_replay_can_start_inside_the_data():

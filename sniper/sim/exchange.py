@@ -23,6 +23,10 @@ nothing in the contract was changed):
   `funding_rows(...)` with the same keywords; times may be epoch seconds or ISO text.
 - Cancel of an order id the account never had raises 404 "Not Found"; cancel of a
   closed order returns its row with an "error" field, as BitMEX does.
+- feed.py also offers `instrument_for(bars)`, `default_start(bars)` and
+  `Feed(..., start=None, loop=True, trades_per_minute=30)`; with start=None the replay
+  begins at the minute holding the first `step_until` time. `l2_rate` is per simulated
+  second (one orderBookL2 message each, plus the moves around trades).
 
 Sign conventions follow BitMEX: a buy has a negative cost in XBt (`execCost`,
 `currentCost`), a sell a positive one; `avgEntryPrice = |qty| * 1e8 / |cost|` is the

@@ -185,11 +185,14 @@ class Feed:
         return applied
 
     def next_event_time(self) -> float | None:
+        """When something will next happen (None once a non-looping replay is over)."""
         if self._pos < len(self._events):
             return self._events[self._pos][0]
-        if self.finished:
-            return None
-        return self.bar_time(self._next_bar or 0, self._cycle)
+        if self._next_bar is None:
+            return self.start if self.start is not None else self._first
+        if self._next_bar < len(self.bars):
+            return self.bar_time(self._next_bar, self._cycle)
+        return self.bar_time(0, self._cycle + 1) if self.loop else None
 
     def _begin(self) -> None:
         """Start at the minute containing `self.start` with a full book at its open."""
