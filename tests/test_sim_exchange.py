@@ -185,6 +185,16 @@ def test_partial_fill_then_cancel_and_time_priority(ex):
     assert err.value.status == 404 and err.value.message == "Not Found"
 
 
+def test_replayed_liquidity_cancelled_ahead_moves_an_order_up_the_queue(ex):
+    ex.set_level("Buy", 9999.5, 100)
+    ex.place_order(KEY, side="Buy", orderQty=50, price=9999.5)  # 100 market contracts ahead
+    ex.set_level("Buy", 9999.5, 30)  # 70 cancelled: at most 30 can still be ahead
+    ex.market_order("Sell", 40)
+    assert [r["size"] for r in ex.rec.rows("trade")] == [30, 10]
+    assert position(ex)["currentQty"] == 10
+    assert ex.market_size("Buy", 9999.5) == 0 and book_of(ex)[ex._level_id(9999.5)][2] == 40
+
+
 def test_amend_price_qty_and_leaves(ex):
     ex.set_levels([("Sell", 10005, 100), ("Buy", 9990, 100)])
     o = ex.place_order(KEY, side="Buy", orderQty=100, price=9995, clOrdID="a1")
