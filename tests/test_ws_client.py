@@ -244,3 +244,14 @@ def test_backoff_is_jittered_exponential_and_capped():
         assert max(delays) - min(delays) > ceiling / 4  # really jittered
     with pytest.raises(ValueError):
         WsClient("ws://x", State(), ping_interval=5, dead_after=5)
+
+
+def test_stale_data_deadline_reconnects(sim_server, clients):
+    """With `stale_after`, pongs alone do not keep a session whose market data
+    stopped: the paused market goes stale and the client resubscribes."""
+    client, state = start_client(sim_server, creds=False, ping_interval=0.2, dead_after=5.0, stale_after=0.6)
+    clients.append(client)
+    assert client.wait_ready(20)
+    assert eventually(lambda: client.reconnects >= 1, 10)
+    assert "stale data" in client.last_end
+    assert client.wait_ready(20) and state.snapshot(0).data_age < 0.6

@@ -8,10 +8,13 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sniper import auth
 from sniper.clock import SimClock
@@ -199,6 +202,8 @@ def test_order_partial_keeps_only_open_orders():
     assert [r["orderID"] for r in table.rows()] == ["a"]
     assert list(table.closed) == ["c", "d"]  # bounded history
     assert table.find("clOrdID", "cd")["ordStatus"] == "Filled" and table.find("clOrdID", "cb") is None
+    table.apply("insert", [{"orderID": "e", "ordStatus": ["Filled"], "leavesQty": "?"}])  # junk types: still open
+    assert table.find("orderID", "e") is not None
 
 
 def test_wait_private_wakes_on_private_messages():
@@ -376,3 +381,26 @@ def test_snapshots_stay_consistent_while_the_writer_runs():
     assert len(set(seen) - {0, len(frames)}) >= 10  # the reader really read mid-stream
     assert state.lock.acquisitions >= len(frames) + len(seen)
     assert isinstance(state.snapshot().instrument, MappingProxyType)
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6),
+                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+                           max_leaves=6)
+FIELDS = ["symbol", "orderID", "clOrdID", "execID", "account", "currency", "ordStatus", "leavesQty", "timestamp",
+          "price", "size", "markPrice", "fundingRate"]
+JUNK_ROWS = st.lists(st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=6) | JSON_VALUES, max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(sorted(DEFAULT_KEYS)), st.sampled_from(["partial", "insert", "update",
+                                                                                 "delete"]), JUNK_ROWS),
+                max_size=12))
+def test_fuzzed_table_messages_never_escape(messages):
+    state = ready_state()
+    for table, action, rows in messages:
+        state.apply_message(json.dumps({"table": table, "action": action, "data": rows}))
+        snap = state.snapshot()
+        assert isinstance(snap.orders, tuple) and isinstance(snap.instrument, Mapping)
+        assert all(isinstance(o, Mapping) for o in snap.orders)
+    assert state.errors["internal error"] == 0
+    assert state.snapshot().best_bid == 100.0  # other tables never touch the book

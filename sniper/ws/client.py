@@ -10,8 +10,10 @@ Its own job is the connection's life:
   partial has arrived;
 - liveness: websocket pings are answered by websocket-client; we send the
   text `ping` after `ping_interval` of silence and declare the connection
-  dead after `dead_after` without any frame (a stalled server), or when
-  the state is not ready `ready_timeout` after subscribing;
+  dead after `dead_after` without any frame (a stalled server), when the
+  state is not ready `ready_timeout` after connecting, or (if `stale_after`
+  is set) when no table data came for that long although pongs still do —
+  off by default, because a quiet market (or a paused simulator) is silent;
 - on any end (disconnect, error, stale data, a book that needs a resync):
   mark the state not ready first (the executor places nothing), then
   reconnect after a jittered exponential back-off and rebuild every table
@@ -53,6 +55,7 @@ class WsClient:
 
     def __init__(self, url: str, state: State, symbol: str = "XBTUSD", credentials: auth.Credentials | None = None,
                  clock=None, *, ping_interval: float = 5.0, dead_after: float = 15.0, ready_timeout: float = 30.0,
+                 stale_after: float | None = None,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0, connect_timeout: float = 10.0,
                  rng: random.Random | None = None) -> None:
         if not 0 < ping_interval < dead_after:
@@ -65,6 +68,7 @@ class WsClient:
         self.ping_interval = ping_interval
         self.dead_after = dead_after
         self.ready_timeout = ready_timeout
+        self.stale_after = stale_after
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.connect_timeout = connect_timeout
@@ -133,6 +137,10 @@ class WsClient:
                 logger.exception("websocket session failed")
                 reason = f"unexpected error: {exc!r}"
             self.last_end = reason
+            lock = self.state.lock.stats()
+            logger.info("session %d ended; state lock: %d of %d acquisitions waited, max %.0f us, p99.9 <= %.0f us",
+                        self.sessions, lock["contended"], lock["acquisitions"], lock["wait_ns_max"] / 1e3,
+                        lock["wait_ns_p999"] / 1e3)
             if self.state.fatal:
                 self.state.mark_not_ready(self.state.fatal)
                 logger.error("websocket stopped for good: %s", self.state.fatal)
@@ -234,6 +242,10 @@ class WsClient:
             if silent > self.ping_interval and now - last_ping > self.ping_interval:
                 self._send(ws, "ping")
                 last_ping = now
+            if self.stale_after is not None and self._ready_since is not None:
+                age = state.snapshot(0).data_age
+                if age > self.stale_after:
+                    raise _SessionEnd(f"stale data: no table update for {age:.1f}s (limit {self.stale_after}s)")
             if self._ready_since is None:
                 if state.connected and state.tables_ready and state.book.valid:
                     self._ready_since = now

@@ -104,6 +104,7 @@ class State(StateCore):
             self.expected = frozenset(tables)
             self.tables_ready = False
             self.resync_reason = None
+            self.subscribed.clear()
             self.connected = True
             self._publish_all()
             self.reason = self._waiting_reason()
@@ -164,6 +165,13 @@ class State(StateCore):
 
     # ---- the slow path of apply_message --------------------------------------
     def _apply_slow(self, msg, raw, t: float) -> None:
+        try:
+            self._dispatch(msg, raw, t)
+        except Exception as exc:  # a bug here must not kill the websocket thread
+            logger.exception("failed to apply a message")
+            self._bad("internal error", raw, repr(exc))
+
+    def _dispatch(self, msg, raw, t: float) -> None:
         if msg is None:
             self._bad("malformed JSON", raw)
         elif not isinstance(msg, dict):
@@ -209,7 +217,7 @@ class State(StateCore):
                 self._partial_arrived(name)
             if name == "execution":
                 self._record_executions(touched)
-            self._publish(name)
+            self._publish(name, None if action == "partial" else touched)
             self.seq += 1
             self.last_rx = t
             private = name in _PRIVATE
@@ -290,7 +298,9 @@ class State(StateCore):
         rows = table.rows()
         return next((r for r in rows if r.get("currency") == "XBt"), rows[0] if rows else None)
 
-    def _publish(self, name: str) -> None:
+    def _publish(self, name: str, touched: list[dict] | None = None) -> None:
+        """Refresh the immutable views of table `name`; `touched` (the rows of
+        an insert/update) lets the trade view skip rescanning its history."""
         if name == "instrument":
             row = self._row_for_symbol("instrument")
             self.instrument = EMPTY if row is None else MappingProxyType(row)
@@ -299,7 +309,12 @@ class State(StateCore):
             self.funding_timestamp = row.get("fundingTimestamp")
             self.mark_price = row.get("markPrice")
         elif name == "trade":
-            self.last_trade = _frozen(self._row_for_symbol("trade", newest=True))
+            if touched is None:
+                self.last_trade = _frozen(self._row_for_symbol("trade", newest=True))
+            else:
+                row = next((r for r in reversed(touched) if r.get("symbol") == self.symbol), None)
+                if row is not None:
+                    self.last_trade = MappingProxyType(row)
         elif name == "position":
             self.position = _frozen(self._row_for_symbol("position"))
         elif name in ("margin", "wallet"):

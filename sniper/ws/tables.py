@@ -51,8 +51,6 @@ HISTORY_ROWS = 1000
 _GROWING = {"trade", "funding", "quote", "tradeBin1m", "tradeBin5m", "tradeBin1h", "tradeBin1d",
             "liquidation", "settlement", "insurance", "execution", "transact"}
 
-OPEN_ORDER_STATUSES = frozenset({"New", "PartiallyFilled", "PendingNew", "PendingReplace", "Untriggered",
-                                 "Triggered", "Stopped"})
 CLOSED_ORDER_STATUSES = frozenset({"Filled", "Canceled", "Rejected", "Expired", "DoneForDay"})
 
 
@@ -145,7 +143,8 @@ class Table:
 
 def order_is_open(row: Mapping) -> bool:
     """BitMEX keeps closed orders in the table with leavesQty 0; we do not."""
-    if row.get("ordStatus") in CLOSED_ORDER_STATUSES:
+    status = row.get("ordStatus")
+    if isinstance(status, str) and status in CLOSED_ORDER_STATUSES:
         return False
     leaves = row.get("leavesQty")
     return not (isinstance(leaves, (int, float)) and leaves <= 0)
