@@ -1,0 +1,294 @@
+"""SQLite journal of intents, order requests, acknowledgements and fills.
+
+Why a journal: after a crash the process must know every clOrdID that *may*
+have reached the exchange, so that reconciliation can look each one up before
+anything new is sent. Hence the one hard rule, enforced by `Executor`: an
+order's row is committed (WAL, synchronous=FULL, so it survives kill -9 and
+power loss) before its request is written to the socket.
+
+clOrdIDs are `<token>-<intent>-<n>`: `token` is random per journal file (so two
+journals never collide on one account), `intent` the intent's row id and `n`
+the order's number within that intent. Retrying a request reuses its clOrdID;
+a new order always gets the next `n`, so the exchange's clOrdID uniqueness
+makes a duplicate order impossible even when a reply is lost.
+
+Order status in the journal (`status` column):
+  pending  journaled; the exchange may or may not have it (request sent or about to be)
+  live     the exchange has acknowledged it and it is working
+  done     terminal at the exchange (Filled, Canceled, Rejected); `ord_status` says which
+  void     certainly never created (the exchange refused the request itself)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+OPEN_STATUSES = ("pending", "live")
+TERMINAL_ORD_STATUSES = frozenset({"Filled", "Canceled", "Rejected", "Expired", "Stopped"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS intents (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, qty INTEGER NOT NULL, style TEXT NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    clordid TEXT PRIMARY KEY, intent_id INTEGER NOT NULL, n INTEGER NOT NULL,
+    side TEXT NOT NULL, qty INTEGER NOT NULL, price REAL, ord_type TEXT NOT NULL,
+    exec_inst TEXT NOT NULL DEFAULT '', time_in_force TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL, ord_status TEXT NOT NULL DEFAULT '', order_id TEXT,
+    cum_qty INTEGER NOT NULL DEFAULT 0, leaves_qty INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL, updated REAL NOT NULL, UNIQUE (intent_id, n));
+CREATE INDEX IF NOT EXISTS orders_status ON orders (status);
+CREATE TABLE IF NOT EXISTS fills (
+    exec_id TEXT PRIMARY KEY, clordid TEXT, side TEXT NOT NULL, qty INTEGER NOT NULL, price REAL NOT NULL,
+    ts TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, clordid TEXT, data TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Intent:
+    id: int
+    ts: float
+    qty: int
+    style: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    clordid: str
+    intent_id: int
+    n: int
+    side: str
+    qty: int
+    price: float | None
+    ord_type: str
+    exec_inst: str
+    time_in_force: str
+    status: str
+    ord_status: str
+    order_id: str | None
+    cum_qty: int
+    leaves_qty: int
+    created: float
+    updated: float
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.side == "Buy" else -1
+
+    @property
+    def reduce_only(self) -> bool:
+        return "ReduceOnly" in self.exec_inst
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def request(self, symbol: str) -> dict:
+        """The exact POST /order parameters this row stands for (re-sent verbatim on retry)."""
+        params = {"symbol": symbol, "side": self.side, "orderQty": self.qty, "ordType": self.ord_type,
+                  "clOrdID": self.clordid}
+        if self.price is not None:
+            params["price"] = self.price
+        if self.exec_inst:
+            params["execInst"] = self.exec_inst
+        if self.time_in_force:
+            params["timeInForce"] = self.time_in_force
+        return params
+
+
+class Journal:
+    """One SQLite file; safe to call from several threads (one connection, one lock)."""
+
+    def __init__(self, path: str | Path, clock, *, synchronous: str = "FULL") -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        with self._tx():
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+            row = self._db.execute("SELECT value FROM meta WHERE key='token'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('token', ?)", (secrets.token_hex(4),))
+        self.token = self.get_meta("token")
+
+    # ------------------------------------------------------------------ plumbing
+    @contextlib.contextmanager
+    def _tx(self):
+        """One committed transaction under the lock; rolled back on error."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def _event(self, kind: str, clordid: str | None, data: dict) -> None:
+        self._db.execute("INSERT INTO events (ts, kind, clordid, data) VALUES (?, ?, ?, ?)",
+                         (self._clock.now(), kind, clordid, json.dumps(data, default=str, sort_keys=True)))
+
+    # ------------------------------------------------------------------ intents
+    def record_intent(self, qty: int, style: str, reason: str) -> Intent:
+        now = self._clock.now()
+        with self._tx():
+            cur = self._db.execute("INSERT INTO intents (ts, qty, style, reason) VALUES (?, ?, ?, ?)",
+                                   (now, int(qty), style, reason))
+        return Intent(cur.lastrowid, now, int(qty), style, reason)
+
+    def last_intent(self) -> Intent | None:
+        rows = self._query("SELECT * FROM intents ORDER BY id DESC LIMIT 1")
+        return Intent(**dict(rows[0])) if rows else None
+
+    # ------------------------------------------------------------------ orders
+    def new_order(self, intent_id: int, side: str, qty: int, price: float | None, ord_type: str,
+                  exec_inst: str = "", time_in_force: str = "") -> OrderRecord:
+        """Allocate the next clOrdID of `intent_id` and commit the request as `pending`.
+        Only after this returns may the request be sent."""
+        if side not in ("Buy", "Sell") or qty <= 0:
+            raise ValueError(f"bad order: {side} {qty}")
+        now = self._clock.now()
+        with self._tx():
+            n = self._db.execute("SELECT COALESCE(MAX(n), -1) + 1 FROM orders WHERE intent_id=?",
+                                 (intent_id,)).fetchone()[0]
+            clordid = f"{self.token}-{intent_id}-{n}"
+            self._db.execute(
+                "INSERT INTO orders (clordid, intent_id, n, side, qty, price, ord_type, exec_inst, time_in_force,"
+                " status, leaves_qty, created, updated) VALUES (?,?,?,?,?,?,?,?,?,'pending',?,?,?)",
+                (clordid, intent_id, n, side, int(qty), price, ord_type, exec_inst, time_in_force, int(qty), now, now))
+            self._event("request", clordid, {"side": side, "qty": qty, "price": price, "ordType": ord_type,
+                                             "execInst": exec_inst, "timeInForce": time_in_force})
+        return self.order(clordid)
+
+    def adopt_order(self, row: dict) -> OrderRecord:
+        """Journal a working exchange order we did not place (a stray kept by `stray_orders: adopt`),
+        under intent 0, which is never a target."""
+        now = self._clock.now()
+        clordid = row.get("clOrdID") or f"adopted-{row['orderID']}"
+        with self._tx():
+            n = self._db.execute("SELECT COALESCE(MAX(n), -1) + 1 FROM orders WHERE intent_id=0").fetchone()[0]
+            self._db.execute(
+                "INSERT OR IGNORE INTO orders (clordid, intent_id, n, side, qty, price, ord_type, exec_inst,"
+                " time_in_force, status, ord_status, order_id, cum_qty, leaves_qty, created, updated)"
+                " VALUES (?,0,?,?,?,?,?,?,?,'live',?,?,?,?,?,?)",
+                (clordid, n, row["side"], int(row.get("orderQty") or 0), row.get("price"),
+                 row.get("ordType") or "Limit", row.get("execInst") or "", row.get("timeInForce") or "",
+                 row.get("ordStatus") or "New", row["orderID"], int(row.get("cumQty") or 0),
+                 int(row.get("leavesQty") or 0), now, now))
+            self._event("adopt", clordid, {"orderID": row["orderID"]})
+        return self.order(clordid)
+
+    def order(self, clordid: str) -> OrderRecord | None:
+        rows = self._query("SELECT * FROM orders WHERE clordid=?", (clordid,))
+        return OrderRecord(**dict(rows[0])) if rows else None
+
+    def open_orders(self) -> list[OrderRecord]:
+        """Orders that are, or may be, at the exchange and working (pending or live), oldest first."""
+        rows = self._query("SELECT * FROM orders WHERE status IN ('pending','live') ORDER BY created, clordid")
+        return [OrderRecord(**dict(r)) for r in rows]
+
+    def orders(self) -> list[OrderRecord]:
+        rows = self._query("SELECT * FROM orders ORDER BY created, clordid")
+        return [OrderRecord(**dict(r)) for r in rows]
+
+    def update_from_exchange(self, row: dict) -> OrderRecord | None:
+        """Fold an exchange order row (REST reply, websocket or lookup) into the journal.
+        Returns the updated record, or None when the clOrdID is not ours."""
+        clordid = row.get("clOrdID")
+        current = self.order(clordid) if clordid else None
+        if current is None:
+            return None
+        if current.status == "done" or (row.get("cumQty") is not None and int(row["cumQty"]) < current.cum_qty):
+            return current  # a stale row (e.g. a REST reply overtaken by the websocket): never go back
+        ord_status = row.get("ordStatus") or current.ord_status
+        status = "done" if ord_status in TERMINAL_ORD_STATUSES else "live"
+        fields = {
+            "status": status, "ord_status": ord_status,
+            "order_id": row.get("orderID") or current.order_id,
+            "cum_qty": int(row["cumQty"]) if row.get("cumQty") is not None else current.cum_qty,
+            "leaves_qty": int(row["leavesQty"]) if row.get("leavesQty") is not None else current.leaves_qty,
+            "qty": int(row["orderQty"]) if row.get("orderQty") is not None else current.qty,
+            "price": row["price"] if row.get("price") is not None else current.price,
+        }
+        if status == "done":
+            fields["leaves_qty"] = 0
+        if all(getattr(current, k) == v for k, v in fields.items()):
+            return current
+        with self._tx():
+            self._db.execute(
+                "UPDATE orders SET status=?, ord_status=?, order_id=?, cum_qty=?, leaves_qty=?, qty=?, price=?,"
+                " updated=? WHERE clordid=?",
+                (*fields.values(), self._clock.now(), clordid))
+            self._event("ack" if current.status == "pending" else "update", clordid,
+                        {k: v for k, v in fields.items() if getattr(current, k) != v})
+        return self.order(clordid)
+
+    def void_order(self, clordid: str, reason: str) -> None:
+        """The exchange refused the request itself: the order certainly does not exist."""
+        with self._tx():
+            self._db.execute("UPDATE orders SET status='void', leaves_qty=0, updated=? WHERE clordid=?",
+                             (self._clock.now(), clordid))
+            self._event("void", clordid, {"reason": reason})
+
+    def record_request(self, kind: str, clordid: str, params: dict) -> None:
+        """Journal an amend or cancel request before it is sent."""
+        with self._tx():
+            self._event(kind, clordid, params)
+
+    def record_event(self, kind: str, data: dict, clordid: str | None = None) -> None:
+        with self._tx():
+            self._event(kind, clordid, data)
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM events ORDER BY id", ()
+        if kind:
+            sql, args = "SELECT * FROM events WHERE kind=? ORDER BY id", (kind,)
+        return [dict(r) | {"data": json.loads(r["data"])} for r in self._query(sql, args)]
+
+    # ------------------------------------------------------------------ fills
+    def record_fill(self, row: dict) -> bool:
+        """Journal one execution of type Trade; idempotent by execID. True when new."""
+        if row.get("execType") != "Trade" or not row.get("execID"):
+            return False
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO fills (exec_id, clordid, side, qty, price, ts) VALUES (?,?,?,?,?,?)",
+                (row["execID"], row.get("clOrdID"), row["side"], int(row["lastQty"]), float(row["lastPx"]),
+                 row.get("transactTime") or row.get("timestamp") or ""))
+            return cur.rowcount == 1
+
+    def fills(self) -> list[dict]:
+        return [dict(r) for r in self._query("SELECT * FROM fills ORDER BY ts, exec_id")]

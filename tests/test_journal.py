@@ -1,0 +1,130 @@
+"""Journal on real SQLite: clOrdIDs, durability before send, monotone updates, fills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sniper.clock import RealClock
+from sniper.journal import Journal
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def journal(tmp_path):
+    j = Journal(tmp_path / "journal.sqlite", RealClock())
+    yield j
+    j.close()
+
+
+def test_wal_mode_and_full_sync(journal):
+    db = sqlite3.connect(journal.path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_clordids_are_deterministic_unique_and_fit_bitmex(journal):
+    intent = journal.record_intent(100, "passive", "trend up")
+    first = journal.new_order(intent.id, "Buy", 100, 10000.0, "Limit", "ParticipateDoNotInitiate", "GoodTillCancel")
+    second = journal.new_order(intent.id, "Buy", 60, 10000.5, "Limit", "ParticipateDoNotInitiate", "GoodTillCancel")
+    other = journal.new_order(journal.record_intent(0, "market", "flat").id, "Sell", 40, 9990.0, "Limit")
+    assert first.clordid == f"{journal.token}-{intent.id}-0"
+    assert second.clordid == f"{journal.token}-{intent.id}-1"
+    ids = [first.clordid, second.clordid, other.clordid]
+    assert len(set(ids)) == 3 and all(len(c) <= 36 for c in ids)
+    assert first.status == "pending" and first.leaves_qty == 100
+
+
+def test_order_row_is_durable_before_send_even_after_kill_9(tmp_path):
+    """A child journals an order then SIGKILLs itself (as if the send came next):
+    a new process must find the clOrdID pending."""
+    path = tmp_path / "j.sqlite"
+    code = (
+        "import os, signal, sys\n"
+        "from sniper.clock import RealClock\nfrom sniper.journal import Journal\n"
+        f"j = Journal({str(path)!r}, RealClock())\n"
+        "i = j.record_intent(300, 'market', 'x')\n"
+        "r = j.new_order(i.id, 'Buy', 300, 10100.0, 'Limit', '', 'ImmediateOrCancel')\n"
+        "print(r.clordid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    clordid = proc.stdout.strip()
+    j = Journal(path, RealClock())
+    rec = j.order(clordid)
+    assert rec is not None and rec.status == "pending" and rec.qty == 300
+    assert j.last_intent().qty == 300
+    assert rec.request("XBTUSD") == {"symbol": "XBTUSD", "side": "Buy", "orderQty": 300, "ordType": "Limit",
+                                     "clOrdID": clordid, "price": 10100.0, "timeInForce": "ImmediateOrCancel"}
+    j.close()
+
+
+def test_token_survives_reopen_and_numbering_continues(tmp_path):
+    path = tmp_path / "j.sqlite"
+    j = Journal(path, RealClock())
+    intent = j.record_intent(5, "passive", "a")
+    j.new_order(intent.id, "Buy", 5, 1.0, "Limit")
+    token = j.token
+    j.close()
+    j = Journal(path, RealClock())
+    assert j.token == token
+    assert j.new_order(intent.id, "Buy", 5, 1.0, "Limit").clordid == f"{token}-{intent.id}-1"
+    j.close()
+
+
+def test_two_journals_never_share_clordids(tmp_path):
+    a, b = Journal(tmp_path / "a.sqlite", RealClock()), Journal(tmp_path / "b.sqlite", RealClock())
+    ca = a.new_order(a.record_intent(1, "market", "").id, "Buy", 1, 1.0, "Limit").clordid
+    cb = b.new_order(b.record_intent(1, "market", "").id, "Buy", 1, 1.0, "Limit").clordid
+    assert ca != cb
+    a.close()
+    b.close()
+
+
+def test_updates_from_exchange_are_monotone(journal):
+    rec = journal.new_order(journal.record_intent(100, "passive", "").id, "Buy", 100, 10.0, "Limit")
+    row = {"clOrdID": rec.clordid, "orderID": "X", "ordStatus": "PartiallyFilled", "cumQty": 40, "leavesQty": 60,
+           "orderQty": 100, "price": 10.0}
+    assert journal.update_from_exchange(row).status == "live"
+    stale = dict(row, ordStatus="New", cumQty=0, leavesQty=100)
+    assert journal.update_from_exchange(stale).cum_qty == 40  # a late REST reply cannot undo a fill
+    done = journal.update_from_exchange(dict(row, ordStatus="Filled", cumQty=100, leavesQty=0))
+    assert (done.status, done.leaves_qty) == ("done", 0)
+    assert journal.update_from_exchange(dict(row, ordStatus="New")).status == "done"
+    assert journal.update_from_exchange({"clOrdID": "not-ours"}) is None
+    assert [e["kind"] for e in journal.events() if e["clordid"] == rec.clordid] == ["request", "ack", "update"]
+
+
+def test_void_and_open_orders(journal):
+    intent = journal.record_intent(1, "market", "")
+    a = journal.new_order(intent.id, "Buy", 1, 1.0, "Limit")
+    b = journal.new_order(intent.id, "Buy", 1, 1.0, "Limit")
+    journal.void_order(a.clordid, "Rejected(400): Invalid price")
+    assert [o.clordid for o in journal.open_orders()] == [b.clordid]
+    assert journal.order(a.clordid).status == "void"
+
+
+def test_fills_are_idempotent_by_exec_id(journal):
+    row = {"execID": "e1", "execType": "Trade", "clOrdID": "c", "side": "Buy", "lastQty": 10, "lastPx": 100.0,
+           "transactTime": "2020-01-01T00:00:00.000Z"}
+    assert journal.record_fill(row) is True
+    assert journal.record_fill(row) is False
+    assert journal.record_fill(dict(row, execID="e2", execType="New")) is False
+    assert len(journal.fills()) == 1
+
+
+def test_adopted_orders_never_become_the_target(journal):
+    journal.record_intent(300, "passive", "strategy")
+    rec = journal.adopt_order({"orderID": "o-1", "clOrdID": "", "side": "Sell", "orderQty": 50, "price": 10.0,
+                               "ordStatus": "New", "leavesQty": 50, "cumQty": 0})
+    assert rec.clordid == "adopted-o-1" and rec.status == "live"
+    assert journal.last_intent().qty == 300
