@@ -1,0 +1,162 @@
+"""Hard limits checked before every order the executor sends.
+
+The gate is deliberately dumb and separate from the executor: it sees one
+proposed order plus the exchange's view (a State snapshot) and says yes or no,
+naming the rule and the numbers. Limits that bound exposure (position,
+leverage, liquidation distance, daily loss) never block an order that can only
+reduce exposure; size, rate and the kill switch apply to everything (except
+that a configured flatten may still reduce while killed).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+from sniper.config import RiskConfig
+
+logger = logging.getLogger(__name__)
+
+SATOSHI = 1e8
+REPEAT_LOG_S = 60.0  # the same refusal is logged again at most this often
+
+
+@dataclass(frozen=True)
+class ProposedOrder:
+    side: str  # "Buy" | "Sell"
+    qty: int  # contracts, > 0
+    price: float | None  # limit price; None = market (mark or touch is used for notional)
+    reduce_only: bool = False
+
+    @property
+    def signed(self) -> int:
+        return self.qty if self.side == "Buy" else -self.qty
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    rule: str = ""
+    message: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        return "ok" if self.ok else f"{self.rule}: {self.message}"
+
+
+OK = Verdict(True)
+
+
+class RiskGate:
+    """`check` before sending; `record_sent` after a new order is sent.
+    `store` (a Journal) keeps the day's opening balance across restarts."""
+
+    def __init__(self, config: RiskConfig, clock, *, store=None) -> None:
+        self.config = config
+        self._clock = clock
+        self._store = store
+        self._sent = collections.deque()
+        self._manual_kill: str | None = None
+        self._last_logged: tuple[str, float] = ("", -1e18)
+        self._day_start: tuple[str, float] | None = None
+
+    # ------------------------------------------------------------------ kill switch
+    def kill(self, reason: str) -> None:
+        """Trip the kill switch by hand (e.g. from a signal handler)."""
+        self._manual_kill = reason or "manual"
+        logger.error("kill switch tripped: %s", self._manual_kill)
+
+    def clear(self) -> None:
+        """Clear the manual kill; the file, if any, must be removed by whoever created it."""
+        self._manual_kill = None
+
+    @property
+    def kill_reason(self) -> str | None:
+        if self._manual_kill:
+            return self._manual_kill
+        path = self.config.kill_switch_file
+        if path and os.path.exists(path):
+            return f"file {path} exists"
+        return None
+
+    # ------------------------------------------------------------------ checks
+    def record_sent(self) -> None:
+        self._sent.append(self._clock.monotonic())
+
+    def check(self, order: ProposedOrder, snap, working: int = 0) -> Verdict:
+        """May `order` be sent? `working` is the signed leaves of our other open orders."""
+        verdict = self._check(order, snap, working)
+        if not verdict.ok:
+            now = self._clock.monotonic()
+            rule, last = self._last_logged
+            if rule != verdict.rule or now - last >= REPEAT_LOG_S:
+                logger.warning("risk refused %s %d @ %s: %s", order.side, order.qty, order.price, verdict)
+                self._last_logged = (verdict.rule, now)
+        return verdict
+
+    def _check(self, order: ProposedOrder, snap, working: int) -> Verdict:
+        cfg = self.config
+        position = int((snap.position or {}).get("currentQty") or 0)
+        before = position + working
+        after = before + order.signed
+        increases = not order.reduce_only and abs(after) > abs(before)
+
+        reason = self.kill_reason
+        if reason and not (cfg.flatten_on_kill and not increases):
+            return Verdict(False, "kill_switch", f"trading stopped: {reason}")
+        if order.qty > cfg.max_order_qty:
+            return Verdict(False, "max_order_qty", f"order {order.qty} > max {cfg.max_order_qty} contracts")
+        now = self._clock.monotonic()
+        while self._sent and now - self._sent[0] >= 60.0:
+            self._sent.popleft()
+        if len(self._sent) >= cfg.max_orders_per_minute:
+            return Verdict(False, "max_orders_per_minute",
+                           f"{len(self._sent)} orders in the last 60 s, max {cfg.max_orders_per_minute}")
+        if not increases:
+            return OK
+        if abs(after) > cfg.max_position:
+            return Verdict(False, "max_position",
+                           f"position {position} + working {working} + order {order.signed} = {after},"
+                           f" |{after}| > max {cfg.max_position}")
+        price = order.price or snap.mark_price or snap.best_ask or snap.best_bid
+        balance = (snap.margin or {}).get("marginBalance")
+        if not price or not balance or balance <= 0:
+            return Verdict(False, "max_leverage", f"cannot size leverage: price {price}, margin balance {balance}")
+        leverage = abs(after) / price / (balance / SATOSHI)
+        if leverage > cfg.max_leverage:
+            return Verdict(False, "max_leverage",
+                           f"{abs(after)} contracts at {price} on {balance / SATOSHI:.8f} XBT"
+                           f" = {leverage:.2f}x > max {cfg.max_leverage}x")
+        liq = (snap.position or {}).get("liquidationPrice")
+        mark = snap.mark_price or (snap.position or {}).get("markPrice")
+        if position and liq and mark:
+            distance = abs(mark - liq) / mark
+            if distance < cfg.min_liquidation_distance:
+                return Verdict(False, "min_liquidation_distance",
+                               f"mark {mark} liquidation {liq}: distance {distance:.2%}"
+                               f" < min {cfg.min_liquidation_distance:.2%}")
+        loss = self._daily_loss(balance)
+        if loss >= cfg.daily_loss_limit_xbt:
+            return Verdict(False, "daily_loss_limit",
+                           f"lost {loss:.8f} XBT today >= limit {cfg.daily_loss_limit_xbt} XBT")
+        return OK
+
+    def _daily_loss(self, balance: float) -> float:
+        """XBT lost since the first balance seen this UTC day (persisted in the store)."""
+        day = dt.datetime.fromtimestamp(self._clock.now(), dt.UTC).date().isoformat()
+        start = self._day_start
+        if self._store is not None and (start is None or start[0] != day):
+            saved = self._store.get_meta("risk.day_start")
+            start = tuple(json.loads(saved)) if saved else None
+        if start is None or start[0] != day:
+            start = (day, float(balance))
+            if self._store is not None:
+                self._store.set_meta("risk.day_start", json.dumps(start))
+        self._day_start = start
+        return (start[1] - balance) / SATOSHI

@@ -1,0 +1,124 @@
+"""Each risk rule refuses with the rule and the numbers; reductions pass exposure limits;
+the kill switch works from a file and by hand. Snapshots come from a real State fed BitMEX
+partials."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from sniper.clock import SimClock
+from sniper.config import RiskConfig
+from sniper.journal import Journal
+from sniper.risk import ProposedOrder, RiskGate
+from sniper.ws.state import State
+
+DAY = 1_600_000_000.0  # 2020-09-13 12:26 UTC
+
+
+def snapshot(position=0, liq=None, mark=10_000.0, balance=100_000_000):
+    state = State("XBTUSD")
+    msgs = [
+        ("instrument", ["symbol"], {"symbol": "XBTUSD", "markPrice": mark, "tickSize": 0.5, "lotSize": 1}),
+        ("position", ["account", "symbol"], {"account": 1, "symbol": "XBTUSD", "currentQty": position,
+                                            "liquidationPrice": liq, "markPrice": mark}),
+        ("margin", ["account", "currency"], {"account": 1, "currency": "XBt", "marginBalance": balance}),
+    ]
+    for table, keys, row in msgs:
+        state.apply_message(json.dumps({"table": table, "action": "partial", "keys": keys, "data": [row]}))
+    return state.snapshot(depth=1)
+
+
+def gate(**overrides) -> RiskGate:
+    cfg = RiskConfig(**{"kill_switch_file": "", **overrides})
+    return RiskGate(cfg, SimClock(DAY, speed=0))
+
+
+def test_accepts_an_ordinary_order():
+    assert gate().check(ProposedOrder("Buy", 100, 10_000.0), snapshot())
+
+
+@pytest.mark.parametrize("overrides, order, snap, rule, numbers", [
+    ({"max_position": 500}, ProposedOrder("Buy", 200, 10_000.0), snapshot(position=400), "max_position",
+     ["400", "600", "500"]),
+    ({"max_order_qty": 100}, ProposedOrder("Buy", 150, 10_000.0), snapshot(), "max_order_qty", ["150", "100"]),
+    ({"max_leverage": 2.0, "max_order_qty": 50_000, "max_position": 50_000}, ProposedOrder("Buy", 25_000, 10_000.0),
+     snapshot(balance=100_000_000),
+     "max_leverage", ["2.50x", "2.0x"]),
+    ({"min_liquidation_distance": 0.2}, ProposedOrder("Buy", 10, 10_000.0), snapshot(position=100, liq=9_000.0),
+     "min_liquidation_distance", ["10.00%", "20.00%"]),
+])
+def test_each_exposure_rule_refuses_with_rule_and_numbers(overrides, order, snap, rule, numbers, caplog):
+    with caplog.at_level(logging.WARNING, logger="sniper.risk"):
+        verdict = gate(**overrides).check(order, snap)
+    assert not verdict and verdict.rule == rule
+    for n in numbers:
+        assert n in verdict.message, (n, verdict.message)
+    assert rule in caplog.text
+
+
+def test_working_orders_count_toward_position():
+    g = gate(max_position=500)
+    assert g.check(ProposedOrder("Buy", 200, 10_000.0), snapshot(position=200))
+    verdict = g.check(ProposedOrder("Buy", 200, 10_000.0), snapshot(position=200), working=200)
+    assert verdict.rule == "max_position"
+
+
+def test_reducing_orders_pass_exposure_limits():
+    snap = snapshot(position=900, liq=9_900.0)
+    g = gate(max_position=500, max_leverage=0.01, min_liquidation_distance=0.5)
+    assert g.check(ProposedOrder("Sell", 300, 10_000.0, reduce_only=True), snap)
+    assert g.check(ProposedOrder("Sell", 300, 10_000.0), snap)  # reduces |position| even without the flag
+    assert g.check(ProposedOrder("Buy", 1, 10_000.0), snap).rule == "max_position"
+
+
+def test_orders_per_minute():
+    g = gate(max_orders_per_minute=3)
+    snap = snapshot()
+    for _ in range(3):
+        assert g.check(ProposedOrder("Buy", 1, 10_000.0), snap)
+        g.record_sent()
+    verdict = g.check(ProposedOrder("Buy", 1, 10_000.0), snap)
+    assert verdict.rule == "max_orders_per_minute" and "3 orders in the last 60 s" in verdict.message
+    g._clock.advance(61)
+    assert g.check(ProposedOrder("Buy", 1, 10_000.0), snap)
+
+
+def test_daily_loss_limit_persists_across_restarts_and_resets_next_day(tmp_path):
+    clock = SimClock(DAY, speed=0)
+    journal = Journal(tmp_path / "j.sqlite", clock)
+    cfg = RiskConfig(kill_switch_file="", daily_loss_limit_xbt=0.05)
+    assert RiskGate(cfg, clock, store=journal).check(ProposedOrder("Buy", 1, 10_000.0), snapshot(balance=100_000_000))
+    # a restart later that day, after losing 0.06 XBT: the opening balance is remembered
+    verdict = RiskGate(cfg, clock, store=journal).check(ProposedOrder("Buy", 1, 10_000.0),
+                                                        snapshot(balance=94_000_000))
+    assert verdict.rule == "daily_loss_limit" and "0.06000000" in verdict.message
+    clock.advance(86_400)
+    assert RiskGate(cfg, clock, store=journal).check(ProposedOrder("Buy", 1, 10_000.0), snapshot(balance=94_000_000))
+    journal.close()
+
+
+def test_kill_switch_file_and_manual(tmp_path):
+    kill_file = tmp_path / "KILL"
+    g = gate(kill_switch_file=str(kill_file))
+    order = ProposedOrder("Buy", 1, 10_000.0)
+    assert g.check(order, snapshot()) and g.kill_reason is None
+    kill_file.write_text("stop")
+    verdict = g.check(order, snapshot())
+    assert verdict.rule == "kill_switch" and str(kill_file) in verdict.message
+    assert not g.check(ProposedOrder("Sell", 1, 10_000.0, reduce_only=True), snapshot(position=5))
+    kill_file.unlink()
+    assert g.check(order, snapshot())
+    g.kill("operator said so")
+    assert "operator said so" in g.check(order, snapshot()).message
+    g.clear()
+    assert g.check(order, snapshot())
+
+
+def test_kill_with_flatten_allows_only_reductions():
+    g = gate(flatten_on_kill=True)
+    g.kill("test")
+    assert g.check(ProposedOrder("Sell", 5, 10_000.0, reduce_only=True), snapshot(position=5))
+    assert g.check(ProposedOrder("Buy", 1, 10_000.0), snapshot(position=5)).rule == "kill_switch"
