@@ -1,0 +1,272 @@
+"""BitMEX REST client: one keep-alive `requests.Session`, signed requests,
+typed errors, rate-limit pacing and retries only where a retry cannot create
+a second order.
+
+What is retried: reads; and writes the caller marks idempotent — a POST
+/order carrying a clOrdID (the exchange refuses a second order with the same
+clOrdID, and a "Duplicate clOrdID" answer after a lost reply means the first
+attempt landed, so the order is looked up and returned), an amend that sets
+absolute values, cancels, and the dead man's switch. Everything else fails on
+the first error. A 503 or 429 storm therefore costs time, never an extra order.
+
+Pacing: BitMEX reports `x-ratelimit-limit`, `-remaining` and `-reset` on each
+reply; once the remaining budget falls below a share of the limit the client
+sends no faster than the budget refills ((reset - now) / (limit - remaining)
+apart), so it slows down *before* the exchange answers 429. All waits go through the clock, so tests can run fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from urllib.parse import quote, urlencode
+
+import requests
+
+from sniper import auth
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+DUPLICATE_CLORDID = "duplicate clordid"
+
+
+class ExchangeError(Exception):
+    """Any failed request. `status` is the HTTP status (0 when there was no answer)."""
+
+    def __init__(self, message: str, status: int = 0, name: str = "") -> None:
+        super().__init__(message)
+        self.message, self.status, self.name = message, status, name
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}({self.status or '-'}): {self.message}"
+
+
+class Overloaded(ExchangeError):
+    """503: the exchange shed the request (normal during volatility)."""
+
+
+class RateLimited(ExchangeError):
+    """429: too many requests; `retry_after` seconds to wait."""
+
+    def __init__(self, message: str, status: int = 429, name: str = "", retry_after: float = 1.0) -> None:
+        super().__init__(message, status, name)
+        self.retry_after = retry_after
+
+
+class Rejected(ExchangeError):
+    """400: the exchange refused the request itself (its message says why)."""
+
+
+class AuthError(ExchangeError):
+    """401/403: bad key, bad signature, expired stamp or missing permission."""
+
+
+class NotFound(ExchangeError):
+    """404: no such path or object."""
+
+
+class Timeout(ExchangeError):
+    """No answer (timeout or broken connection): the request may or may not have been applied."""
+
+
+_BY_STATUS = {400: Rejected, 401: AuthError, 403: AuthError, 404: NotFound, 503: Overloaded}
+
+
+def _retryable(exc: ExchangeError) -> bool:
+    """Errors after which the same request may succeed: shed load, rate limits, no answer, gateway errors."""
+    return isinstance(exc, (Overloaded, RateLimited, Timeout)) or exc.status in (500, 502, 504)
+
+
+class RestClient:
+    """Signed BitMEX REST over one session. Not thread-safe by design: the executor
+    thread owns it (DESIGN.md); other threads get their own client."""
+
+    def __init__(self, base_url: str, credentials: auth.Credentials | None, clock, *, symbol: str = "XBTUSD",
+                 connect_timeout: float = 2.0, read_timeout: float = 5.0, max_attempts: int = 8,
+                 max_elapsed: float = 30.0, backoff_base: float = 0.05, backoff_cap: float = 2.0,
+                 slow_below: float = 0.2, expires_ttl: int = auth.DEFAULT_TTL, rng: random.Random | None = None,
+                 session: requests.Session | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.credentials = credentials
+        self.clock = clock
+        self.symbol = symbol
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_attempts = max_attempts
+        self.max_elapsed = max_elapsed
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+        self.slow_below = slow_below
+        self.expires_ttl = expires_ttl
+        self._rng = rng or random.Random()
+        self.session = session or requests.Session()
+        self.session.headers.update({"content-type": "application/json", "accept": "application/json",
+                                     "connection": "keep-alive"})
+        self._not_before = 0.0  # clock time before which the next request must not be sent (pacing)
+        self.ratelimit: dict[str, float] = {}  # last seen limit / remaining / reset
+        self.stats = {"requests": 0, "retries": 0, "paced_s": 0.0}
+
+    # ------------------------------------------------------------------ core
+    def request(self, verb: str, path: str, *, params: dict | None = None, body: dict | None = None,
+                idempotent: bool | None = None):
+        """Send one logical request; returns the decoded JSON. `idempotent` defaults to True
+        for GET and False otherwise; only idempotent requests are retried."""
+        verb = verb.upper()
+        if idempotent is None:
+            idempotent = verb == "GET"
+        full_path = API_PREFIX + path
+        if params:
+            full_path += "?" + urlencode({k: _q(v) for k, v in params.items() if v is not None}, quote_via=quote)
+        data = json.dumps(body, separators=(",", ":")) if body else ""
+        started = self.clock.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._send_once(verb, full_path, data)
+            except ExchangeError as exc:
+                elapsed = self.clock.monotonic() - started
+                if not (idempotent and _retryable(exc)) or attempt >= self.max_attempts \
+                        or elapsed >= self.max_elapsed:
+                    raise
+                delay = self._backoff(attempt, exc)
+                self.stats["retries"] += 1
+                logger.info("%s %s attempt %d failed (%s); retrying in %.3f s", verb, full_path, attempt, exc, delay)
+                self.clock.sleep(delay)
+
+    def _backoff(self, attempt: int, exc: ExchangeError) -> float:
+        """Jittered exponential back-off, capped; never shorter than the server's Retry-After."""
+        delay = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)) * (0.5 + self._rng.random() / 2)
+        if isinstance(exc, RateLimited):
+            delay = max(delay, exc.retry_after)
+        return delay
+
+    def _send_once(self, verb: str, full_path: str, data: str):
+        self._pace()
+        headers = auth.headers(self.credentials, verb, full_path, data, self.clock.now(), self.expires_ttl) \
+            if self.credentials else None
+        self.stats["requests"] += 1
+        try:
+            resp = self.session.request(verb, self.base_url + full_path, data=data or None, headers=headers,
+                                        timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise Timeout(f"{verb} {full_path}: no answer in time ({exc.__class__.__name__})") from exc
+        except requests.ConnectionError as exc:
+            raise Timeout(f"{verb} {full_path}: connection failed ({exc.__class__.__name__})") from exc
+        self._read_ratelimit(resp.headers)
+        if resp.status_code < 300:
+            return resp.json() if resp.content else None
+        raise _error_from(resp)
+
+    # ------------------------------------------------------------------ pacing
+    def _read_ratelimit(self, headers) -> None:
+        try:
+            limit = float(headers["x-ratelimit-limit"])
+            remaining = float(headers["x-ratelimit-remaining"])
+            reset = float(headers["x-ratelimit-reset"])
+        except (KeyError, ValueError):
+            return
+        self.ratelimit = {"limit": limit, "remaining": remaining, "reset": reset}
+        if limit > 0 and remaining < limit * self.slow_below:
+            # the budget refills (limit - remaining) requests by `reset`: go no faster than that
+            now = self.clock.now()
+            self._not_before = now + max(0.0, reset - now) / max(limit - remaining, 1.0)
+        else:
+            self._not_before = 0.0
+
+    def _pace(self) -> None:
+        wait = self._not_before - self.clock.now()
+        if wait > 0:
+            self.stats["paced_s"] += wait
+            logger.debug("rate limit nearly used (%s); pacing %.3f s", self.ratelimit, wait)
+            self.clock.sleep(wait)
+
+    # ------------------------------------------------------------------ orders
+    def place_order(self, **params) -> dict:
+        """POST /order. With a clOrdID it is retried safely, and a duplicate-clOrdID answer
+        returns the existing order (the earlier attempt, or an earlier process, placed it)."""
+        params.setdefault("symbol", self.symbol)
+        clordid = params.get("clOrdID")
+        try:
+            return self.request("POST", "/order", body=params, idempotent=bool(clordid))
+        except Rejected as exc:
+            if not clordid or DUPLICATE_CLORDID not in exc.message.lower():
+                raise
+            existing = self.order_by_clordid(clordid)
+            if existing is None:
+                raise
+            logger.info("clOrdID %s already at the exchange (%s): an earlier attempt landed", clordid,
+                        existing.get("ordStatus"))
+            return existing
+
+    def amend_order(self, *, orderID: str | None = None, origClOrdID: str | None = None, **changes) -> dict:
+        """PUT /order with absolute values (price, orderQty): repeating it changes nothing."""
+        body = {k: v for k, v in {"orderID": orderID, "origClOrdID": origClOrdID, **changes}.items()
+                if v is not None}
+        return self.request("PUT", "/order", body=body, idempotent=True)
+
+    def cancel_order(self, *, orderID: str | None = None, clOrdID: str | None = None, text: str | None = None
+                     ) -> list[dict]:
+        body = {k: v for k, v in {"orderID": orderID, "clOrdID": clOrdID, "text": text}.items() if v is not None}
+        return self.request("DELETE", "/order", body=body, idempotent=True)
+
+    def cancel_all(self, text: str | None = None) -> list[dict]:
+        body = {"symbol": self.symbol} | ({"text": text} if text else {})
+        return self.request("DELETE", "/order/all", body=body, idempotent=True)
+
+    def cancel_all_after(self, timeout_ms: int) -> dict:
+        """The exchange's dead man's switch: cancel everything unless refreshed within timeout_ms."""
+        return self.request("POST", "/order/cancelAllAfter", body={"timeout": int(timeout_ms)}, idempotent=True)
+
+    # ------------------------------------------------------------------ reads
+    def orders(self, *, open_only: bool = False, count: int = 500, filter: dict | None = None) -> list[dict]:
+        flt = dict(filter or {})
+        if open_only:
+            flt["open"] = True
+        return self.request("GET", "/order", params={"symbol": self.symbol, "filter": flt or None,
+                                                      "count": count, "reverse": True})
+
+    def order_by_clordid(self, clordid: str) -> dict | None:
+        rows = self.orders(filter={"clOrdID": clordid}, count=5)
+        return next((r for r in rows if r.get("clOrdID") == clordid), None)
+
+    def position(self) -> dict | None:
+        rows = self.request("GET", "/position", params={"filter": {"symbol": self.symbol}})
+        return next((r for r in rows or () if r.get("symbol") == self.symbol), None)
+
+    def fills(self, *, count: int = 500, start_time: str | None = None) -> list[dict]:
+        """Our recent trade executions (GET /execution/tradeHistory), newest first."""
+        return self.request("GET", "/execution/tradeHistory", params={
+            "symbol": self.symbol, "count": count, "reverse": True, "startTime": start_time})
+
+    def margin(self) -> dict:
+        return self.request("GET", "/user/margin")
+
+    def instrument(self) -> dict | None:
+        rows = self.request("GET", "/instrument", params={"symbol": self.symbol})
+        return rows[0] if rows else None
+
+
+def _q(value) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _error_from(resp: requests.Response) -> ExchangeError:
+    """Map an HTTP error answer to its typed error, keeping BitMEX's message."""
+    try:
+        err = resp.json().get("error") or {}
+        message, name = str(err.get("message") or resp.reason), str(err.get("name") or "")
+    except (ValueError, AttributeError):
+        message, name = (resp.text or resp.reason or "")[:200], ""
+    status = resp.status_code
+    if status == 429:
+        try:
+            retry_after = float(resp.headers.get("retry-after", 1.0))
+        except ValueError:
+            retry_after = 1.0
+        return RateLimited(message, status, name, retry_after=retry_after)
+    return _BY_STATUS.get(status, ExchangeError)(message, status, name)
