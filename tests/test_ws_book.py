@@ -314,3 +314,11 @@ def test_fuzzed_input_never_escapes_nor_corrupts(messages, junk, junk_rows):
         assert state.book.valid, state.book.error
         state.book.check()
         assert (state.book.bids(None), state.book.asks(None)) == model_sides(model)
+
+
+def test_huge_depths_and_huge_rows_are_harmless():
+    book = small_book()
+    assert book.bids(10**12) == book.bids(None) and book.asks(2**40) == book.asks(None)
+    with pytest.raises(BookError) as err:
+        book.apply("insert", [row(9, "Buy", 1, 1.0) | {"junk": "x" * 100_000, "size": -1}])
+    assert len(str(err.value)) < 300  # the error (and the log line) quote a bounded prefix

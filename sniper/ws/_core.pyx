@@ -304,7 +304,7 @@ cdef class L2Book:
     # ---- rows ---------------------------------------------------------------
     cdef int _fail(self, str why, object row) except -1:
         self.valid = False
-        self.error = why if row is None else f"{why}: {row!r}"
+        self.error = why if row is None else f"{why}: {repr(row)[:200]}"
         return R_FAIL
 
     cdef int _row(self, object row, int action) except -1:
@@ -470,7 +470,7 @@ cdef class L2Book:
 
     cdef list _levels(self, int32_t side, object depth):
         cdef int32_t n = self.n[side] if self.valid else 0
-        cdef int32_t d = n if depth is None else min(<int32_t>max(<Py_ssize_t>depth, 0), n)
+        cdef int32_t d = n if depth is None or depth >= n else max(<int32_t>depth, 0)
         cdef int32_t i, s
         cdef list out = []
         for i in range(d):
@@ -717,14 +717,9 @@ cdef class StateCore:
         cdef double* px
         cdef int64_t* sz
         cdef list bids, asks
-        if depth is None:
-            d = 0x7FFFFFFF
-        else:
-            d = max(<Py_ssize_t>depth, 0)
         self.lock.acquire_()
         try:
-            if d > self.book.count:
-                d = self.book.count
+            d = self.book.count if depth is None or depth >= self.book.count else max(<int32_t>depth, 0)
             px = <double*>PyMem_Malloc((2 * d + 1) * sizeof(double))
             sz = <int64_t*>PyMem_Malloc((2 * d + 1) * sizeof(int64_t))
             if px == NULL or sz == NULL:

@@ -29,7 +29,6 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from sniper import log
-from sniper.clock import RealClock
 from sniper.ws._core import Snapshot, StateCore
 from sniper.ws.book import BookError, L2Book
 from sniper.ws.tables import ACTIONS, DEFAULT_KEYS, OrderTable, Table, make_table
@@ -73,11 +72,11 @@ def _frozen(row: Mapping | None) -> Mapping | None:
 class State(StateCore):
     """Market and account state for one symbol; see the module docstring.
 
-    `apply_message(raw)` and `snapshot(depth=25)` come from the C core.
+    `apply_message(raw)` and `snapshot(depth=25)` come from the C core;
+    `clock.monotonic()` stamps every message, so `data_age` follows the clock.
     """
 
     def __init__(self, symbol: str = "XBTUSD", clock=None, *, execution_history: int = 10_000) -> None:
-        self.clock = clock or RealClock()
         self.tables: dict[str, Table] = {}
         self.expected: frozenset[str] = frozenset(PUBLIC_TABLES)
         self.partials: set[str] = set()
@@ -360,5 +359,5 @@ class State(StateCore):
         n = self.errors[kind]
         if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
             suffix = f" (occurrence {n})" if n > _LOG_FIRST else ""
-            logger.warning("%s%s%s; message: %s", kind, f": {log.redact(detail)}" if detail else "", suffix,
+            logger.warning("%s%s%s; message: %s", kind, f": {log.redact(detail[:_LOG_CHARS])}" if detail else "", suffix,
                            _text(raw))
