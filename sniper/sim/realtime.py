@@ -322,8 +322,8 @@ class Hub:
             rows = ex.funding_rows(count=1, reverse=True)
         elif table == "order":
             rows = ex.orders(key, open_only=True)
-        elif table == "execution":
-            rows = []  # BitMEX starts the execution stream empty; history is REST's job
+        elif table in ("execution", "liquidation"):
+            rows = []  # BitMEX starts these streams empty (history is REST's job)
         elif table == "position":
             rows = ex.positions(key)
         elif table == "margin":

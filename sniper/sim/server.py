@@ -349,13 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _serve_until_signal(opts: SimOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the URL is out: a caller may signal at once
+        loop.add_signal_handler(sig, stop.set)
     sim = Sim(opts)
     url = await sim.start()
     print(url, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

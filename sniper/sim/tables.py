@@ -37,6 +37,7 @@ _COLUMNS = {
         "fairPrice:f markMethod markPrice:f indicativeSettlePrice:f settledPriceAdjustmentRate:f settledPrice:f "
         "instantPnl:b minTick:f timestamp:t"),
     "funding": "timestamp:t symbol fundingInterval:s fundingRate:f fundingRateDaily:f",
+    "liquidation": "orderID:g symbol side price:f leavesQty:l",
     "order": (
         "orderID:g clOrdID clOrdLinkID account:l symbol side orderQty:l price:f displayQty:l stopPx:f "
         "pegOffsetValue:f pegPriceType currency settlCurrency ordType timeInForce execInst contingencyType "
@@ -128,6 +129,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
                                       "quoteCurrency": "currency", "settlCurrency": "currency"},
            {"symbol": "unique"}),
     _table("funding", ["timestamp", "symbol"], {"symbol": "instrument"}, _TIMED_ATTRS),
+    _table("liquidation", ["orderID"], {"symbol": "instrument", "side": "side"}, {"orderID": "grouped"}),
     _table("order", ["orderID"], _ORDER_FK,
            {"orderID": "grouped", "account": "grouped", "ordStatus": "grouped", "workingIndicator": "grouped"},
            private=True),
@@ -143,7 +145,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
 
 # Tables whose rows belong to one symbol (a `:SYMBOL` suffix filters them).
 SYMBOL_TABLES = frozenset({"orderBookL2", "orderBookL2_25", "quote", "trade", "instrument", "funding",
-                           "order", "execution", "position"})
+                           "liquidation", "order", "execution", "position"})
 # What BitMEX lists when refusing an account-locked subscription.
 ACCOUNT_LOCKED_NOTE = ("Account-locked tables include the following: account,affiliate,execution,margin,order,"
                        "position,privateNotifications,transact,wallet")
