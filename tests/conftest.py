@@ -9,12 +9,14 @@ process instead of `python -m sniper sim` (then `.server.sim` is the live `Sim`)
 The handle: `.url` (http base), `.ws_url`, `.key`/`.secret` (first account),
 `.accounts`, `.control(path, json=None, method="POST")` -> JSON reply of
 `/_control/<path>`, `.state()`, `.headers(verb, path, body="")` (signed api-*
-headers for the first account), `.stop()`.
+headers for the first account), `.ws(query="", auth=False)` -> `WsProbe` (a plain
+websocket-client connection with JSON helpers), `.stop()`.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import queue
 import signal
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import websocket
 
 from sniper import auth
 from sniper.config import SIM_DEMO_KEY, SIM_DEMO_SECRET
@@ -35,6 +38,54 @@ from sniper.config import SIM_DEMO_KEY, SIM_DEMO_SECRET
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 START_TIMEOUT_S = 60.0
+
+
+class WsProbe:
+    """A websocket-client connection with JSON helpers, for tests that watch the wire."""
+
+    def __init__(self, url: str, header: list[str] | None = None, timeout: float = 5.0) -> None:
+        self.conn = websocket.create_connection(url, timeout=timeout, header=header or [])
+        self.seen: list = []  # every message received, in order
+
+    def send(self, msg) -> None:
+        self.conn.send(msg if isinstance(msg, str) else json.dumps(msg))
+
+    def recv(self, timeout: float = 5.0):
+        """The next message, decoded when it is JSON (BitMEX's 'pong' is not)."""
+        self.conn.settimeout(timeout)
+        raw = self.conn.recv()
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            msg = raw
+        self.seen.append(msg)
+        return msg
+
+    def until(self, predicate, timeout: float = 5.0):
+        """Receive until `predicate(msg)` holds; returns that message."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no matching message within {timeout} s (last: {self.seen[-3:]})")
+            msg = self.recv(left)
+            if predicate(msg):
+                return msg
+
+    def authenticate(self, key: str, secret: str) -> dict:
+        self.send(auth.ws_auth_message(auth.Credentials(key, secret), time.time()))
+        return self.until(lambda m: isinstance(m, dict) and m.get("request", {}).get("op") == "authKeyExpires")
+
+    def barrier(self, timeout: float = 5.0) -> list:
+        """Send 'ping' and return everything received before the 'pong': the server
+        answers in order, so every message queued before the ping has then arrived."""
+        start = len(self.seen)
+        self.send("ping")
+        self.until(lambda m: m == "pong", timeout)
+        return self.seen[start:-1]
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 @dataclass
@@ -45,6 +96,7 @@ class SimHandle:
     server: object | None = None  # sniper.sim.server.SimServer when in-process
     log_path: Path | None = None
     session: requests.Session = field(default_factory=requests.Session)
+    _probes: list = field(default_factory=list)
 
     @property
     def ws_url(self) -> str:
@@ -72,11 +124,24 @@ class SimHandle:
         """Signed api-* headers for the first account; `path` includes /api/v1 and the query."""
         return auth.headers(auth.Credentials(self.key, self.secret), verb, path, body, time.time(), ttl)
 
+    def ws(self, query: str = "", auth: bool = False, timeout: float = 5.0) -> WsProbe:
+        """A websocket to /realtime (`query` e.g. "subscribe=trade:XBTUSD"), welcome consumed,
+        authenticated as the first account when `auth`."""
+        probe = WsProbe(self.ws_url + (f"?{query}" if query else ""), timeout=timeout)
+        self._probes.append(probe)
+        probe.until(lambda m: isinstance(m, dict) and "info" in m, timeout)
+        if auth:
+            reply = probe.authenticate(self.key, self.secret)
+            assert reply.get("success"), reply
+        return probe
+
     def server_log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
     def stop(self) -> None:
         self.session.close()
+        for probe in self._probes:
+            probe.close()
         if self.server is not None:
             self.server.stop()
             self.server = None
