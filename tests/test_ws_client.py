@@ -255,3 +255,21 @@ def test_stale_data_deadline_reconnects(sim_server, clients):
     assert eventually(lambda: client.reconnects >= 1, 10)
     assert "stale data" in client.last_end
     assert client.wait_ready(20) and state.snapshot(0).data_age < 0.6
+
+
+def test_book_inconsistency_resyncs_from_a_new_partial(sim_server, clients):
+    """A message the book cannot apply (here: a delete of an unknown level,
+    as if a frame had been lost) makes the client reconnect and rebuild the
+    book from a fresh partial instead of trading on a wrong book."""
+    client, state = start_client(sim_server, creds=False)
+    clients.append(client)
+    assert client.wait_ready(20)
+    good = state.snapshot(None)
+    state.apply_message(json.dumps({"table": "orderBookL2", "action": "delete",
+                                    "data": [{"symbol": "XBTUSD", "id": -1, "side": "Buy"}]}))
+    assert not state.snapshot(0).ready
+    assert eventually(lambda: client.reconnects >= 1, 10)
+    assert "resync" in client.last_end
+    assert client.wait_ready(20)
+    snap = state.snapshot(None)
+    assert (snap.bids, snap.asks) == (good.bids, good.asks) and state.resync_reason is None

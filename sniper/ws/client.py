@@ -221,10 +221,8 @@ class WsClient:
                     raise _SessionEnd("closed by the server")
                 if data != b"pong":
                     apply(data)
-                    if state.fatal:
-                        raise _SessionEnd(state.fatal)
-                    if state.resync_reason:
-                        raise _SessionEnd(state.resync_reason)
+                    if state.fatal or state.resync_reason:
+                        raise _SessionEnd(state.fatal or state.resync_reason)
                     if not subscribed and state.authenticated:
                         self._subscribe(ws)
                         subscribed = True
@@ -234,6 +232,8 @@ class WsClient:
                 pass
             except (OSError, websocket.WebSocketException) as exc:
                 raise _SessionEnd(f"connection lost ({exc.__class__.__name__}: {exc})") from None
+            if state.fatal or state.resync_reason:  # also set outside a frame (a 401 at connect, a check)
+                raise _SessionEnd(state.fatal or state.resync_reason)
             now = time.monotonic()
             next_check = now + self._tick
             silent = now - last_rx
