@@ -273,3 +273,16 @@ def test_book_inconsistency_resyncs_from_a_new_partial(sim_server, clients):
     assert client.wait_ready(20)
     snap = state.snapshot(None)
     assert (snap.bids, snap.asks) == (good.bids, good.asks) and state.resync_reason is None
+
+
+def test_live_feed_is_applied_exactly(sim_factory, clients):
+    """The simulator's market runs (thousands of book changes), then pauses:
+    the websocket book and tables equal REST's to the last level."""
+    sim = sim_factory(paused=False, speed=30)
+    client, state = start_client(sim)
+    clients.append(client)
+    assert client.wait_ready(20)
+    assert eventually(lambda: state.seq > 500, 20)  # a busy market went through
+    sim.control("feed", {"paused": True})
+    assert eventually(lambda: ws_view(state) == rest_view(sim)), (ws_view(state), rest_view(sim))
+    assert state.snapshot(0).ready and not state.errors and client.sessions == 1
