@@ -88,6 +88,11 @@ class Connection:
         self._out.append((time.monotonic() + delay.delay_ms / 1000.0 if delay else 0.0, frame))
         self._wake.set()
 
+    @property
+    def backlog(self) -> int:
+        """Frames queued but not yet written (grows while stalled or when the client is slow)."""
+        return len(self._out)
+
     def send_obj(self, obj) -> None:
         self.send(orjson.dumps(obj))
 
@@ -97,7 +102,7 @@ class Connection:
             self.transport.abort()
 
     async def pump(self) -> None:
-        """Writer task: drain the queue, honouring stall and delay faults."""
+        """Writer task: drain the queue in batches, honouring stall and delay faults."""
         out, ws, faults, counters = self._out, self.ws, self.hub.faults, self.hub.counters
         while not ws.closed:
             if not out:
@@ -107,15 +112,14 @@ class Connection:
             if faults.get("stall"):
                 await asyncio.sleep(STALL_POLL_S)
                 continue
-            due, frame = out[0]
-            if due:
-                wait = due - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                    continue
-            out.popleft()
-            await ws.send_frame(frame, WSMsgType.TEXT)
-            counters["messages_sent"] += 1
+            now = time.monotonic()
+            sent = 0
+            while out and out[0][0] <= now:
+                await ws.send_frame(out.popleft()[1], WSMsgType.TEXT)
+                sent += 1
+            counters["messages_sent"] += sent
+            if out and out[0][0] > now:  # the next frame is held by a delay fault
+                await asyncio.sleep(out[0][0] - now)
 
 
 class Hub:

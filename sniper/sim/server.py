@@ -224,6 +224,7 @@ class Sim:
         return {
             **self._clock_state(),
             "ws_clients": len(self.hub.connections),
+            "ws_backlog": max((c.backlog for c in self.hub.connections), default=0),
             "orders_placed": counters["orders_placed"],
             "messages_sent": counters["messages_sent"],
             "counters": dict(counters),
