@@ -404,3 +404,18 @@ def test_fuzzed_table_messages_never_escape(messages):
         assert all(isinstance(o, Mapping) for o in snap.orders)
     assert state.errors["internal error"] == 0
     assert state.snapshot().best_bid == 100.0  # other tables never touch the book
+
+
+def test_order_lookups_forget_orders_a_new_partial_does_not_list():
+    """An order open before a reconnect that closed meanwhile is absent from
+    the new partial: it must not still be found as open."""
+    state = ready_state()
+    state.apply_message(msg("order", "insert", [order("o1", "c1"), order("o2", "c2")]))
+    state.apply_message(msg("order", "update", [{"orderID": "o2", "ordStatus": "Canceled", "leavesQty": 0}]))
+    state.begin_session(PUBLIC_TABLES + PRIVATE_TABLES)
+    state.apply_message(msg("order", "partial", []))
+    assert state.order_by_clordid("c1") is None and state.order_by_id("o1") is None
+    assert state.order_by_clordid("c2")["ordStatus"] == "Canceled"  # closed orders are remembered
+    state.apply_message(msg("order", "insert", [order("o3", "c3")]))
+    state.apply_message(msg("order", "delete", [{"orderID": "o3"}]))
+    assert state.snapshot().orders == () and state.order_by_id("o3")["orderID"] == "o3"

@@ -134,9 +134,16 @@ class State(StateCore):
 
     def executions_since(self, seq: int) -> tuple[Mapping, ...]:
         """Executions applied after private_seq was `seq`, oldest first (every
-        execution ever received, up to `execution_history`, across reconnects)."""
+        execution ever received, up to `execution_history`, across reconnects).
+        Walks back from the newest only as far as needed, under the lock."""
+        found = []
         with self.lock:
-            return tuple(row for s, row in self._executions if s > seq)
+            for tag, row in reversed(self._executions):
+                if tag <= seq:
+                    break
+                found.append(row)
+        found.reverse()
+        return tuple(found)
 
     def order_by_clordid(self, cl_ord_id: str) -> Mapping | None:
         """The open order with this clOrdID, else the most recently closed one."""
@@ -148,19 +155,15 @@ class State(StateCore):
     def _find_order(self, field: str, value) -> Mapping | None:
         with self.lock:
             table = self.tables.get("order")
-            return _frozen(table.find(field, value)) if isinstance(table, OrderTable) else None
+            row = table.find(field, value) if isinstance(table, OrderTable) else None
+        return _frozen(row)
 
     def table_rows(self, name: str) -> list[Mapping]:
         """Read-only copies of a table's rows ([] before its partial)."""
         with self.lock:
             table = self.tables.get(name)
-            if table is None or not table.has_partial:
-                return []
-            return [MappingProxyType(row) for row in table.rows()]
-
-    @property
-    def lock_stats(self) -> dict:
-        return self.lock.stats()
+            rows = table.rows() if table is not None and table.has_partial else []
+        return [MappingProxyType(row) for row in rows]
 
     # ---- the slow path of apply_message --------------------------------------
     def _apply_slow(self, msg, raw, t: float) -> None:

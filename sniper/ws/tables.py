@@ -130,9 +130,12 @@ class Table:
         elif action == "update":
             self._store(key, {**old, **row}, touched)
         else:
-            del self._rows[key]
-            touched.append(old)
+            self._remove(key, old, touched)
         return None
+
+    def _remove(self, key: tuple, row: dict, touched: list[dict]) -> None:
+        del self._rows[key]
+        touched.append(row)
 
     def _store(self, key: tuple, row: dict, touched: list[dict]) -> None:
         self._rows[key] = row
@@ -153,34 +156,69 @@ def order_is_open(row: Mapping) -> bool:
 class OrderTable(Table):
     """The order table holds open orders only. An order that closes (filled,
     cancelled, rejected) leaves it for a bounded list of recently closed
-    orders, so a caller can still learn how its order ended."""
+    orders, so a caller can still learn how its order ended. Lookups by
+    orderID or clOrdID are O(1): the executor makes them under the lock."""
+
+    INDEXED = ("orderID", "clOrdID")
 
     def __init__(self, closed_history: int = 1000) -> None:
         super().__init__("order")
-        self.closed: OrderedDict[str, dict] = OrderedDict()  # orderID -> last row
+        self.closed: OrderedDict[str, dict] = OrderedDict()  # orderID -> last row, oldest first
         self._closed_history = closed_history
+        self._reindex()
+
+    def _reindex(self) -> None:
+        """Index the closed orders only: orders open before a new partial may
+        have closed unseen, so they must not be found until it lists them."""
+        self._index: dict[str, dict] = {field: {} for field in self.INDEXED}
+        for row in self.closed.values():
+            self._note(row)
+
+    def _note(self, row: dict) -> None:
+        for field in self.INDEXED:
+            value = row.get(field)
+            if isinstance(value, str) and value:
+                self._index[field][value] = row
+
+    def clear(self) -> None:
+        super().clear()
+        self._reindex()
+
+    def apply(self, action: str, data: list, keys: Iterable[str] | None = None) -> tuple[list[dict], list[str]]:
+        if action == "partial":
+            self._reindex()
+        return super().apply(action, data, keys)
 
     def _store(self, key: tuple, row: dict, touched: list[dict]) -> None:
+        self._note(row)
         if order_is_open(row):
             super()._store(key, row, touched)
-            return
+        else:
+            self._close(key, row, touched)
+
+    def _remove(self, key: tuple, row: dict, touched: list[dict]) -> None:
+        self._close(key, row, touched)
+
+    def _close(self, key: tuple, row: dict, touched: list[dict]) -> None:
         self._rows.pop(key, None)
         touched.append(row)
         order_id = row.get("orderID")
+        if not isinstance(order_id, str):
+            return
         self.closed.pop(order_id, None)
         self.closed[order_id] = row
         while len(self.closed) > self._closed_history:
-            self.closed.popitem(last=False)
+            _, old = self.closed.popitem(last=False)
+            for field in self.INDEXED:
+                index = self._index[field]
+                value = old.get(field)
+                if isinstance(value, str) and index.get(value) is old:
+                    del index[value]
 
     def find(self, field: str, value) -> dict | None:
-        """The open order, else the most recently closed one, with row[field] == value."""
-        for row in self._rows.values():
-            if row.get(field) == value:
-                return row
-        for row in reversed(self.closed.values()):
-            if row.get(field) == value:
-                return row
-        return None
+        """The open order, else the most recently closed one, with row[field] == value
+        (field: orderID or clOrdID)."""
+        return self._index[field].get(value) if isinstance(value, str) else None
 
 
 def make_table(name: str) -> Table:
