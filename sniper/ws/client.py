@@ -137,10 +137,6 @@ class WsClient:
                 logger.exception("websocket session failed")
                 reason = f"unexpected error: {exc!r}"
             self.last_end = reason
-            lock = self.state.lock.stats()
-            logger.info("session %d ended; state lock: %d of %d acquisitions waited, max %.0f us, p99.9 <= %.0f us",
-                        self.sessions, lock["contended"], lock["acquisitions"], lock["wait_ns_max"] / 1e3,
-                        lock["wait_ns_p999"] / 1e3)
             if self.state.fatal:
                 self.state.mark_not_ready(self.state.fatal)
                 logger.error("websocket stopped for good: %s", self.state.fatal)
@@ -188,6 +184,10 @@ class WsClient:
                 self._subscribe(ws)
             self._pump(ws)
         finally:
+            lock = state.lock.stats()
+            logger.info("session %d ended; state lock: %d of %d acquisitions waited, max %.0f us, p99.9 <= %.0f us",
+                        self.sessions, lock["contended"], lock["acquisitions"], lock["wait_ns_max"] / 1e3,
+                        lock["wait_ns_p999"] / 1e3)
             try:
                 ws.close(timeout=0.2)
             except (OSError, websocket.WebSocketException):

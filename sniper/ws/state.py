@@ -258,7 +258,8 @@ class State(StateCore):
         reason = f"orderBookL2 inconsistent ({self.book.error}); resync needed"
         with self.lock:
             self.resync_reason = reason
-            self.reason = reason
+            if self.connected:  # else the connection's own reason stays first
+                self.reason = reason
         self._bad("orderBookL2 inconsistent", raw, str(self.book.error))
 
     def _partial_arrived(self, name: str) -> None:
