@@ -16,9 +16,9 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
+from sniper.sim.access import AuthError, check_signature
 from sniper.sim.buckets import BIN_SECONDS, MAX_COUNT
 from sniper.sim.exchange import ExchangeError, parse_time
-from sniper.sim.realtime import AuthError, check_signature
 
 API_PREFIX = "/api/v1"
 MSG_OVERLOADED = "The system is currently overloaded. Please try again later."
