@@ -1,0 +1,224 @@
+"""The executor against the simulator on 127.0.0.1 (real REST, websocket, SQLite): each
+style reaches the target exactly through partial fills, book moves, post-only cancels and
+target changes; and the end state stays right, without duplicates, through faults."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from drivers.rig import TEST_EXECUTION, TEST_RISK, Rig, exchange_view, wait_for
+
+from sniper.execution import Target
+
+TOUCH = [{"side": "Buy", "price": 9990, "size": 1}, {"side": "Sell", "price": 10010, "size": 1},
+         {"side": "Buy", "price": 9900, "size": 100_000}, {"side": "Sell", "price": 10100, "size": 100_000}]
+DEEP = [{"side": "Buy", "price": 9990, "size": 100_000}, {"side": "Sell", "price": 10010, "size": 100_000}]
+
+
+@pytest.fixture
+def rigs(tmp_path):
+    made: list[Rig] = []
+
+    def make(sim, book=TOUCH, execution=TEST_EXECUTION, risk=TEST_RISK, start=True, **kw) -> Rig:
+        if book:
+            sim.control("book", {"clear": True, "levels": book})
+        rig = Rig(sim.url, sim.key, sim.secret, str(tmp_path / f"journal{len(made)}.sqlite"), execution, risk, **kw)
+        made.append(rig)
+        return rig.start() if start else rig
+
+    yield make
+    for rig in made:
+        rig.stop()
+
+
+def reach(rig: Rig, target: Target, timeout: float = 10.0) -> None:
+    """Set `target`, wait until the executor says it is there, then check the exchange agrees."""
+    rig.executor.set_target(target)
+    wait_for(lambda: rig.reached(target), timeout, what=f"target {target}")
+    assert_agrees(rig, target.qty)
+
+
+def assert_agrees(rig: Rig, position: int) -> None:
+    """The exchange (by REST) matches the executor: position, open orders, clOrdIDs unique
+    and every one of them journaled."""
+    pos, open_orders, orders = exchange_view(rig.rest)
+    assert pos == position
+    assert [o["clOrdID"] for o in open_orders] == [o.clordid for o in rig.journal.open_orders()]
+    ids = [o["clOrdID"] for o in orders]
+    assert len(ids) == len(set(ids)), f"duplicate clOrdIDs {ids}"
+    assert all(rig.journal.order(c) is not None for c in ids), "an order the journal does not know"
+
+
+def our_order(rig: Rig, timeout: float = 5.0) -> dict:
+    """The single open order, once the exchange has it."""
+    return wait_for(lambda: (exchange_view(rig.rest)[1] or [None])[0], timeout, what="a working order")
+
+
+def fill(sim, order: dict, qty: int, touch_size: int = 1) -> None:
+    """An outside taker trades through the market maker's `touch_size` and `qty` of our order."""
+    side = "Sell" if order["side"] == "Buy" else "Buy"
+    sim.control("trade", {"side": side, "qty": touch_size + qty, "price": order["price"]})
+
+
+def traded(rig: Rig) -> int:
+    return sum(f["qty"] for f in rig.journal.fills())
+
+
+def test_passive_reaches_target_through_book_moves_partial_fills_and_target_change(sim_server, rigs):
+    rig = rigs(sim_server)
+    rig.executor.set_target(Target(300, "passive", "up"))
+    order = our_order(rig)
+    assert (order["side"], order["orderQty"], order["price"], order["execInst"]) == \
+        ("Buy", 300, 9990, "ParticipateDoNotInitiate")
+    sim_server.control("book", {"levels": [{"side": "Buy", "price": 9995, "size": 1}]})  # touch moves up
+    wait_for(lambda: our_order(rig)["price"] == 9995, what="amend to the new touch")
+    fill(sim_server, our_order(rig), 100)
+    wait_for(lambda: our_order(rig)["cumQty"] == 100, what="partial fill")
+    rig.executor.set_target(Target(200, "passive", "smaller"))  # 100 done, 100 more
+    wait_for(lambda: our_order(rig)["leavesQty"] == 100, what="amend down")
+    sim_server.control("book", {"levels": [{"side": "Buy", "price": 9995, "size": 1}]})
+    fill(sim_server, our_order(rig), 100)
+    wait_for(lambda: rig.reached(Target(200)), what="target")
+    assert_agrees(rig, 200)
+    orders = exchange_view(rig.rest)[2]
+    assert len(orders) == 1 and orders[0]["ordStatus"] == "Filled"  # one order, amended, never replaced
+    assert traded(rig) == 200
+
+
+def test_post_only_cancel_for_crossing_is_replaced(sim_server, rigs):
+    """The websocket runs late (delay fault), so the executor prices against a stale book;
+    the post-only order crosses, the exchange cancels it, the executor places a new one."""
+    rig = rigs(sim_server)
+    sim_server.control("fault", {"mode": "delay", "delay_ms": 150, "seconds": 5})
+    sim_server.control("book", {"clear": True, "levels": [{"side": "Buy", "price": 9985, "size": 1},
+                                                        {"side": "Sell", "price": 9990, "size": 1}]})
+    rig.executor.set_target(Target(100, "passive", "stale book"))
+    orders = wait_for(lambda: len(exchange_view(rig.rest)[2]) == 2 and exchange_view(rig.rest)[2], 8,
+                      what="the replacement order")
+    first, second = sorted(orders, key=lambda o: o["clOrdID"])
+    assert first["ordStatus"] == "Canceled" and "ParticipateDoNotInitiate" in first["text"]
+    assert (first["price"], second["price"]) == (9990, 9985)
+    sim_server.control("fault", method="DELETE")
+    fill(sim_server, second, 100)
+    wait_for(lambda: rig.reached(Target(100)), what="target")
+    assert_agrees(rig, 100)
+
+
+def test_market_reaches_target_through_partial_fills_and_crosses_zero(sim_server, rigs):
+    book = [{"side": "Sell", "price": 10010, "size": 50}, {"side": "Sell", "price": 10100, "size": 100_000},
+            {"side": "Buy", "price": 9990, "size": 100_000}]
+    rig = rigs(sim_server, book)
+    reach(rig, Target(300, "market", "go"))
+    orders = exchange_view(rig.rest)[2]
+    assert sorted(o["cumQty"] for o in orders) == [50, 250]  # the band stopped the first IOC at 10010
+    reach(rig, Target(-200, "market", "reverse"))
+    legs = sorted(exchange_view(rig.rest)[2], key=lambda o: o["clOrdID"])[2:]
+    assert [(o["side"], o["cumQty"], o["execInst"]) for o in legs] == [("Sell", 300, "ReduceOnly"),
+                                                                     ("Sell", 200, "")]
+    assert traded(rig) == 300 + 500
+
+
+def test_new_target_mid_way_changes_direction_and_style(sim_server, rigs):
+    rig = rigs(sim_server)
+    rig.executor.set_target(Target(300, "passive", "up"))
+    fill(sim_server, our_order(rig), 120)
+    wait_for(lambda: our_order(rig)["cumQty"] == 120, what="partial fill")
+    rig.executor.set_target(Target(-100, "passive", "down"))  # cancel the buy, reduce 120, then open 100
+    wait_for(lambda: our_order(rig)["side"] == "Sell", what="sell leg")
+    reduce_leg = our_order(rig)
+    assert (reduce_leg["orderQty"], reduce_leg["execInst"]) == (120, "ParticipateDoNotInitiate,ReduceOnly")
+    reach(rig, Target(-100, "market", "hurry"))  # cancel passive, IOC the rest
+    assert traded(rig) == 120 + 220
+    assert_agrees(rig, -100)
+
+
+def test_503_storm_and_lost_replies_make_no_duplicate(sim_server, rigs):
+    """The order is applied but every reply is a 503 for longer than the client's retry
+    budget: the order stays pending in the journal and is completed by re-sending the same
+    clOrdID, never replaced."""
+    rig = rigs(sim_server, DEEP, rest_options={"max_attempts": 2, "backoff_base": 0.01, "backoff_cap": 0.02})
+    sim_server.control("fault", {"mode": "overload", "seconds": 0.6, "after_commit": True})
+    reach(rig, Target(200, "market", "storm"))
+    assert [o["cumQty"] for o in exchange_view(rig.rest)[2]] == [200]
+    assert sim_server.state()["orders_placed"] == 1
+    assert rig.rest.stats["retries"] >= 1
+
+
+def test_429_storm_and_timeouts_after_accept(sim_server, rigs):
+    rig = rigs(sim_server, DEEP, rest_options={"read_timeout": 0.2, "backoff_base": 0.01})
+    sim_server.control("fault", {"mode": "ratelimit", "seconds": 0.3})
+    reach(rig, Target(100, "market", "limited"))
+    sim_server.control("fault", {"mode": "timeout", "delay_ms": 400, "seconds": 0.3, "after_commit": True})
+    reach(rig, Target(-100, "market", "slow replies"))
+    assert sim_server.state()["orders_placed"] == 3  # 100 up, then 100 reduce + 100 open
+    assert traded(rig) == 300
+
+
+def test_dropped_websocket_during_a_fill(sim_server, rigs):
+    rig = rigs(sim_server)
+    rig.executor.set_target(Target(300, "passive", "up"))
+    order = our_order(rig)
+    reconnects = rig.state.reconnects
+    sim_server.control("fault", {"mode": "drop", "seconds": 0.3})  # and refuse reconnects for a while
+    fill(sim_server, order, 300)  # the fill happens while we are blind
+    wait_for(lambda: rig.state.reconnects > reconnects and rig.reached(Target(300)), 10, what="recovery")
+    assert_agrees(rig, 300)
+    assert len(exchange_view(rig.rest)[2]) == 1 and traded(rig) == 300
+    assert any(e["kind"] == "reconcile" for e in rig.journal.events())
+
+
+def test_risk_refusal_places_nothing_and_is_journaled(sim_server, rigs):
+    rig = rigs(sim_server, risk=dataclasses.replace(TEST_RISK, max_position=100))
+    rig.executor.set_target(Target(300, "market", "too big"))
+    refusal = wait_for(lambda: rig.journal.events("refused"), what="a refusal")[0]["data"]
+    assert refusal["rule"] == "max_position" and "300" in refusal["message"]
+    assert exchange_view(rig.rest)[2] == []
+
+
+def test_kill_switch_cancels_stops_and_resumes(sim_server, rigs, tmp_path):
+    kill = tmp_path / "KILL"
+    rig = rigs(sim_server, risk=dataclasses.replace(TEST_RISK, kill_switch_file=str(kill)))
+    rig.executor.set_target(Target(300, "passive", "up"))
+    our_order(rig)
+    kill.write_text("")
+    wait_for(lambda: not exchange_view(rig.rest)[1], what="orders canceled")
+    rig.executor.set_target(Target(500, "market", "ignored while killed"))
+    wait_for(lambda: rig.executor.last_status == "killed", what="killed")
+    assert not exchange_view(rig.rest)[1] and exchange_view(rig.rest)[0] == 0
+    kill.unlink()
+    reach(rig, Target(500, "market", "resumed"))
+
+
+def test_kill_switch_flattens_when_configured(sim_server, rigs, tmp_path):
+    kill = tmp_path / "KILL"
+    rig = rigs(sim_server, risk=dataclasses.replace(TEST_RISK, kill_switch_file=str(kill), flatten_on_kill=True))
+    reach(rig, Target(200, "market", "long"))
+    kill.write_text("")
+    wait_for(lambda: exchange_view(rig.rest)[0] == 0, what="flat")
+    assert_agrees(rig, 0)
+
+
+@pytest.mark.parametrize("policy", ["cancel", "adopt"])
+def test_stray_orders_are_canceled_or_adopted(sim_server, rigs, policy):
+    rig = rigs(sim_server, execution=dataclasses.replace(TEST_EXECUTION, stray_orders=policy), start=False)
+    rig.rest.place_order(side="Buy", orderQty=100, price=9980, clOrdID="manual-1")
+    rig.start()
+    if policy == "cancel":
+        wait_for(lambda: not exchange_view(rig.rest)[1], what="stray canceled")
+        assert rig.journal.events("cancel_stray")
+    else:
+        wait_for(lambda: rig.journal.order("manual-1") is not None, what="stray adopted")
+        assert exchange_view(rig.rest)[1][0]["clOrdID"] == "manual-1"
+        rig.executor.set_target(Target(100, "passive", "use it"))  # the adopted order is amended, not doubled
+        wait_for(lambda: our_order(rig)["price"] == 9990, what="adopted order follows the touch")
+        assert len(exchange_view(rig.rest)[2]) == 1
+
+
+def test_dead_mans_switch_cancels_orders_of_a_dead_process(sim_server, rigs):
+    rig = rigs(sim_server)
+    rig.executor.set_target(Target(300, "passive", "up"))
+    our_order(rig)
+    rig.executor.stop(cancel=False)  # the process "dies" with its order working
+    sim_server.control("clock", {"advance": TEST_EXECUTION.dead_mans_switch_ms / 1000 + 1})
+    wait_for(lambda: not exchange_view(rig.rest)[1], what="the exchange canceled it")
