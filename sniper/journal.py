@@ -4,7 +4,10 @@ Why a journal: after a crash the process must know every clOrdID that *may*
 have reached the exchange, so that reconciliation can look each one up before
 anything new is sent. Hence the one hard rule, enforced by `Executor`: an
 order's row is committed (WAL, synchronous=FULL, so it survives kill -9 and
-power loss) before its request is written to the socket.
+power loss) before its request is written to the socket. Everything else
+(intents, amend/cancel requests, acknowledgements, fills) is committed with
+synchronous=NORMAL: it survives kill -9, costs no fsync on the tick-to-order
+path, and is only ever a record of what the exchange itself also knows.
 
 clOrdIDs are `<token>-<intent>-<n>`: `token` is random per journal file (so two
 journals never collide on one account), `intent` the intent's row id and `n`
@@ -118,6 +121,8 @@ class Journal:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._synchronous = self._sync_now = synchronous
+        self._open: dict[str, OrderRecord] = {}  # write-through cache of pending/live orders
         self._db.execute("PRAGMA busy_timeout=5000")
         with self._tx():
             for stmt in _SCHEMA.strip().split(";"):
@@ -127,12 +132,21 @@ class Journal:
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('token', ?)", (secrets.token_hex(4),))
         self.token = self.get_meta("token")
+        for row in self._query("SELECT * FROM orders WHERE status IN ('pending','live')"):
+            self._open[row["clordid"]] = OrderRecord(**dict(row))
 
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
-    def _tx(self):
-        """One committed transaction under the lock; rolled back on error."""
+    def _tx(self, durable: bool = False):
+        """One committed transaction under the lock; rolled back on error. `durable` commits
+        fsync (synchronous=FULL: survives power loss); the others survive a process crash
+        (WAL, synchronous=NORMAL) and reach the disk with the next durable commit, since the
+        WAL is written in order."""
         with self._lock:
+            sync = self._synchronous if durable else "NORMAL"
+            if sync != self._sync_now:
+                self._db.execute(f"PRAGMA synchronous={sync}")
+                self._sync_now = sync
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
@@ -181,7 +195,7 @@ class Journal:
         if side not in ("Buy", "Sell") or qty <= 0:
             raise ValueError(f"bad order: {side} {qty}")
         now = self._clock.now()
-        with self._tx():
+        with self._tx(durable=True):
             n = self._db.execute("SELECT COALESCE(MAX(n), -1) + 1 FROM orders WHERE intent_id=?",
                                  (intent_id,)).fetchone()[0]
             clordid = f"{self.token}-{intent_id}-{n}"
@@ -191,7 +205,7 @@ class Journal:
                 (clordid, intent_id, n, side, int(qty), price, ord_type, exec_inst, time_in_force, int(qty), now, now))
             self._event("request", clordid, {"side": side, "qty": qty, "price": price, "ordType": ord_type,
                                              "execInst": exec_inst, "timeInForce": time_in_force})
-        return self.order(clordid)
+        return self._reload(clordid)
 
     def adopt_order(self, row: dict) -> OrderRecord:
         """Journal a working exchange order we did not place (a stray kept by `stray_orders: adopt`),
@@ -209,16 +223,31 @@ class Journal:
                  row.get("ordStatus") or "New", row["orderID"], int(row.get("cumQty") or 0),
                  int(row.get("leavesQty") or 0), now, now))
             self._event("adopt", clordid, {"orderID": row["orderID"]})
-        return self.order(clordid)
+        return self._reload(clordid)
+
+    def _reload(self, clordid: str) -> OrderRecord | None:
+        """Read a row back after a write and keep the open-order cache in step."""
+        rows = self._query("SELECT * FROM orders WHERE clordid=?", (clordid,))
+        rec = OrderRecord(**dict(rows[0])) if rows else None
+        with self._lock:
+            if rec is not None and rec.is_open:
+                self._open[clordid] = rec
+            else:
+                self._open.pop(clordid, None)
+        return rec
 
     def order(self, clordid: str) -> OrderRecord | None:
+        rec = self._open.get(clordid)
+        if rec is not None:
+            return rec
         rows = self._query("SELECT * FROM orders WHERE clordid=?", (clordid,))
         return OrderRecord(**dict(rows[0])) if rows else None
 
     def open_orders(self) -> list[OrderRecord]:
-        """Orders that are, or may be, at the exchange and working (pending or live), oldest first."""
-        rows = self._query("SELECT * FROM orders WHERE status IN ('pending','live') ORDER BY created, clordid")
-        return [OrderRecord(**dict(r)) for r in rows]
+        """Orders that are, or may be, at the exchange and working (pending or live), oldest first.
+        Served from memory: this journal is their only writer."""
+        with self._lock:
+            return sorted(self._open.values(), key=lambda o: (o.created, o.clordid))
 
     def orders(self) -> list[OrderRecord]:
         rows = self._query("SELECT * FROM orders ORDER BY created, clordid")
@@ -254,7 +283,7 @@ class Journal:
                 (*fields.values(), self._clock.now(), clordid))
             self._event("ack" if current.status == "pending" else "update", clordid,
                         {k: v for k, v in fields.items() if getattr(current, k) != v})
-        return self.order(clordid)
+        return self._reload(clordid)
 
     def void_order(self, clordid: str, reason: str) -> None:
         """The exchange refused the request itself: the order certainly does not exist."""
@@ -262,6 +291,7 @@ class Journal:
             self._db.execute("UPDATE orders SET status='void', leaves_qty=0, updated=? WHERE clordid=?",
                              (self._clock.now(), clordid))
             self._event("void", clordid, {"reason": reason})
+        self._reload(clordid)
 
     def record_request(self, kind: str, clordid: str, params: dict) -> None:
         """Journal an amend or cancel request before it is sent."""

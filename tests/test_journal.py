@@ -24,10 +24,13 @@ def journal(tmp_path):
     j.close()
 
 
-def test_wal_mode_and_full_sync(journal):
+def test_wal_mode_and_new_orders_commit_with_fsync(journal):
     db = sqlite3.connect(journal.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    intent = journal.record_intent(1, "market", "")
+    assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: crash-safe in WAL
+    journal.new_order(intent.id, "Buy", 1, 1.0, "Limit")
+    assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: fsync before the send
 
 
 def test_clordids_are_deterministic_unique_and_fit_bitmex(journal):
