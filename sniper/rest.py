@@ -87,7 +87,7 @@ class RestClient:
                  connect_timeout: float = 2.0, read_timeout: float = 5.0, max_attempts: int = 8,
                  max_elapsed: float = 30.0, backoff_base: float = 0.05, backoff_cap: float = 2.0,
                  slow_below: float = 0.2, expires_ttl: int = auth.DEFAULT_TTL, rng: random.Random | None = None,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, trust_env: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
         self.clock = clock
@@ -100,6 +100,9 @@ class RestClient:
         self.expires_ttl = expires_ttl
         self._rng = rng or random.Random()
         self.session = session or requests.Session()
+        # requests reads proxy variables and ~/.netrc on every request when trust_env is on
+        # (~0.15 ms each); an exchange connection opts in only when it needs a proxy
+        self.session.trust_env = trust_env
         self.session.headers.update({"content-type": "application/json", "accept": "application/json",
                                      "connection": "keep-alive"})
         self._not_before = 0.0  # clock time before which the next request must not be sent (pacing)
