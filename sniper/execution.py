@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sniper.config import ExecutionConfig
-from sniper.journal import Intent, Journal, OrderRecord
+from sniper.journal import TERMINAL_ORD_STATUSES, Intent, Journal, OrderRecord
 from sniper.rest import AuthError, ExchangeError, NotFound, Rejected, RestClient
 from sniper.risk import ProposedOrder, RiskGate
 
@@ -43,7 +43,7 @@ IOC = "ImmediateOrCancel"
 GTC = "GoodTillCancel"
 ERROR_BACKOFF_S, ERROR_BACKOFF_CAP_S = 0.05, 2.0  # after a failed cycle
 WAIT_SLICE_S = 0.02  # longest wait before re-checking for a new target
-TOUCH_POLL_S = 0.0005  # poll period of the book's message counter while a passive order chases
+TOUCH_POLL_S = 0.0002  # poll period of the book's message counter while a passive order chases
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,7 @@ class Executor:
         self._base_cum: dict[str, int] = {}
         self._mismatch_since: float | None = None
         self._exec_cursor = 0
+        self._unconfirmed: dict[str, tuple] = {}  # clOrdID -> (price, orderQty) REST replied, websocket not yet
         self._last_refusal = ""
         self.last_status = "new"
 
@@ -385,7 +386,7 @@ class Executor:
         for order in self.journal.open_orders():
             row = self.state.order_by_clordid(order.clordid)
             if row is not None:
-                self.journal.update_from_exchange(dict(row))
+                self._fold(row)
         cursor, self._exec_cursor = self._exec_cursor, self.state.private_seq
         for row in self.state.executions_since(cursor):
             self.journal.record_fill(dict(row))  # idempotent by execID, so overlaps are harmless
@@ -434,6 +435,7 @@ class Executor:
     def _rebase(self, pos: int) -> None:
         self._base_pos = pos
         self._base_cum = {o.clordid: o.cum_qty for o in self.journal.open_orders()}
+        self._unconfirmed = {k: v for k, v in self._unconfirmed.items() if k in self._base_cum}
         self._mismatch_since = None
 
     def _on_kill(self, reason: str, snap) -> Target | None:
@@ -515,7 +517,7 @@ class Executor:
         except ExchangeError as exc:
             logger.warning("order %s outcome unknown (%s): will re-send the same clOrdID", rec.clordid, exc)
             return
-        self.journal.update_from_exchange(reply)
+        self._from_rest(reply)
         self._await(lambda: self._ws_caught_up(rec.clordid))
 
     def _amend(self, action: Amend, snap, opened: list[OrderRecord]) -> str:
@@ -537,7 +539,7 @@ class Executor:
             logger.info("amend %s refused: %s", action.clordid, exc)
             self._await(lambda: self._ws_caught_up(action.clordid))
             return "acted"
-        self.journal.update_from_exchange(reply)
+        self._from_rest(reply)
         self._await(lambda: self._ws_caught_up(action.clordid))
         return "acted"
 
@@ -555,18 +557,33 @@ class Executor:
         return "acted"
 
     # ------------------------------------------------------------------ confirmation
+    def _from_rest(self, reply: dict) -> None:
+        """Journal a REST reply; until the websocket shows the same price and size, its
+        older rows for this order must not overwrite the reply (see `_fold`)."""
+        rec = self.journal.update_from_exchange(reply)
+        if rec is not None and rec.is_open:
+            self._unconfirmed[rec.clordid] = (reply.get("price"), reply.get("orderQty"))
+
+    def _fold(self, row) -> OrderRecord | None:
+        """Fold a websocket order row into the journal, unless it predates a REST reply
+        already journaled (the websocket runs behind REST: folding it would undo an amend)."""
+        clordid = row.get("clOrdID")
+        expected = self._unconfirmed.get(clordid)
+        if expected is not None:
+            if row.get("ordStatus") not in TERMINAL_ORD_STATUSES and (row.get("price"), row.get("orderQty")) != expected:
+                return None
+            del self._unconfirmed[clordid]
+        return self.journal.update_from_exchange(dict(row))
+
     def _ws_caught_up(self, clordid: str) -> bool:
         """The websocket shows this order at least as far along as the journal does."""
         row = self.state.order_by_clordid(clordid)
-        if row is None:
+        if row is None or self._fold(row) is None:
             return False
-        rec = self.journal.update_from_exchange(dict(row))
-        if rec is None:
-            return False
+        rec = self.journal.order(clordid)
         if rec.status == "done":
-            return row.get("ordStatus") == rec.ord_status
-        return int(row.get("cumQty") or 0) >= rec.cum_qty and row.get("price") == rec.price \
-            and int(row.get("orderQty") or 0) == rec.qty
+            return row.get("ordStatus") in TERMINAL_ORD_STATUSES
+        return int(row.get("cumQty") or 0) >= rec.cum_qty
 
     def _await(self, predicate: Callable[[], bool]) -> bool:
         """Wait (up to confirm_timeout_s) for the websocket to show what REST told us."""
@@ -588,6 +605,7 @@ class Executor:
         and set the position baseline. Pending orders stay pending: the next cycle completes
         them by re-sending the same clOrdID."""
         rest, journal = self.rest, self.journal
+        self._unconfirmed.clear()  # a new session's partial is newer than any earlier REST reply
         open_rows = rest.orders(open_only=True)
         known = {o.clordid for o in journal.orders()}
         strays = [r for r in open_rows if r.get("clOrdID") not in known]
