@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import os
+import signal
 from dataclasses import dataclass
 
 from sniper.config import RiskConfig
@@ -71,6 +72,10 @@ class RiskGate:
         """Trip the kill switch by hand (e.g. from a signal handler)."""
         self._manual_kill = reason or "manual"
         logger.error("kill switch tripped: %s", self._manual_kill)
+
+    def on_signal(self, signum, _frame=None) -> None:
+        """A signal handler (e.g. `signal.signal(SIGUSR1, gate.on_signal)` in the main thread)."""
+        self.kill(f"signal {signal.Signals(signum).name}")
 
     def clear(self) -> None:
         """Clear the manual kill; the file, if any, must be removed by whoever created it."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 
 import pytest
 
@@ -122,3 +124,14 @@ def test_kill_with_flatten_allows_only_reductions():
     g.kill("test")
     assert g.check(ProposedOrder("Sell", 5, 10_000.0, reduce_only=True), snapshot(position=5))
     assert g.check(ProposedOrder("Buy", 1, 10_000.0), snapshot(position=5)).rule == "kill_switch"
+
+
+def test_kill_switch_by_signal():
+    g = gate()
+    previous = signal.signal(signal.SIGUSR1, g.on_signal)
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        verdict = g.check(ProposedOrder("Buy", 1, 10_000.0), snapshot())
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert verdict.rule == "kill_switch" and "SIGUSR1" in verdict.message
