@@ -1,9 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Kernels of the motif matcher; sniper/motif.py is the public face and defines the semantics.
 
-Every kernel runs without the GIL. A window of length m starting at i is described by three
-per-series arrays computed once (by `window_stats`): its mean, 1/std (0 when flat) and a status
-(OK, FLAT or MISSING when it holds a NaN/inf). Distances are handled squared internally.
+Every kernel runs without the GIL. Per series and window length m, `window_stats` describes the
+window starting at i by its mean (base[i] + rem[i]), 1/std (0 when flat) and a status (OK,
+FLAT, or MISSING when it holds a NaN/inf); `segment_means` and `envelope` feed the PAA and
+LB_Keogh lower bounds. Distances are handled squared internally.
 """
 
 from libc.math cimport INFINITY, NAN, fabs, isfinite, sqrt
@@ -16,7 +17,11 @@ cdef enum:
     CHUNK = 2    # query points between two early-abandon checks of a group
     BLOCK = 64   # windows between two exact restarts of the rolling sums
 
-cdef double LB_SLACK = 1.0 + 1e-9
+cdef inline double bound_limit(double limit) noexcept nogil:
+    """What a lower bound must exceed to prune: the k-th best plus a slack (1e-9 relative,
+    1e-12 absolute, on squared distances), so that rounding in a bound, which is computed
+    differently from the distance it bounds, never drops a window that ties the k-th."""
+    return limit * (1.0 + 1e-9) + 1e-12
 
 cdef enum Status:
     OK = 0
@@ -336,9 +341,11 @@ cdef struct Work:
     double* rt
     double* isgt
     unsigned char* stt
-    double* shat                # DTW: the z-normalised window, cumulative lower bounds, DP rows
-    double* cbq
-    double* cbc
+    Py_ssize_t nb               # DTW batch: windows queued, their starts, and lane-interleaved
+    Py_ssize_t* bpos            # ([point][lane]) z-normalised points, cumulative EQ and EC
+    double* bs                  # bounds, and the two DP rows
+    double* bq
+    double* bc
     double* prev
     double* cur
     double* scratch
@@ -346,17 +353,21 @@ cdef struct Work:
 
 cdef int work_init(Work* W, Py_ssize_t m, Py_ssize_t r) noexcept nogil:
     cdef Py_ssize_t pad = GROUP + m, rr = r if r > 0 else 0
+    cdef Py_ssize_t batch = (m + 1) * GROUP if r >= 0 else 0
     W.m = m
     W.r = r
+    W.nb = 0
     W.seg = segment_length(m)
     W.nseg = m // W.seg if W.seg else 0
     W.order = <Py_ssize_t*> malloc(m * sizeof(Py_ssize_t))
     W.porder = <Py_ssize_t*> malloc((W.nseg + 1) * sizeof(Py_ssize_t))
     W.keys = <Cand*> malloc(m * sizeof(Cand))
     W.stt = <unsigned char*> malloc(GROUP)
-    W.z = <double*> malloc((6 * m + 3 * W.nseg + 4 * pad + 3 * GROUP + 5 * (m + 1)
+    W.bpos = <Py_ssize_t*> malloc(GROUP * sizeof(Py_ssize_t))
+    W.z = <double*> malloc((6 * m + 3 * W.nseg + 4 * pad + 3 * GROUP + 5 * batch
                             + 3 * (m + 2 * rr)) * sizeof(double))
-    if W.order == NULL or W.porder == NULL or W.keys == NULL or W.stt == NULL or W.z == NULL:
+    if (W.order == NULL or W.porder == NULL or W.keys == NULL or W.stt == NULL
+            or W.bpos == NULL or W.z == NULL):
         work_free(W)
         return -1
     W.zo = W.z + m
@@ -374,12 +385,12 @@ cdef int work_init(Work* W, Py_ssize_t m, Py_ssize_t r) noexcept nogil:
     W.bt = W.smt + pad
     W.rt = W.bt + GROUP
     W.isgt = W.rt + GROUP
-    W.shat = W.isgt + GROUP
-    W.cbq = W.shat + (m + 1)
-    W.cbc = W.cbq + (m + 1)
-    W.prev = W.cbc + (m + 1)
-    W.cur = W.prev + (m + 1)
-    W.scratch = W.cur + (m + 1)
+    W.bs = W.isgt + GROUP
+    W.bq = W.bs + batch
+    W.bc = W.bq + batch
+    W.prev = W.bc + batch
+    W.cur = W.prev + batch
+    W.scratch = W.cur + batch
     return 0
 
 
@@ -389,11 +400,13 @@ cdef void work_free(Work* W) noexcept nogil:
     free(W.porder)
     free(W.keys)
     free(W.stt)
+    free(W.bpos)
     W.z = NULL
     W.order = NULL
     W.porder = NULL
     W.keys = NULL
     W.stt = NULL
+    W.bpos = NULL
 
 
 cdef inline double segment_mean(const double* v, Py_ssize_t L) noexcept nogil:
@@ -454,6 +467,8 @@ cdef enum Bound:
     EUCLID = 0      # (s - q)^2: the squared Euclidean distance itself
     KEOGH_EQ = 1    # s against the query's band envelope
     KEOGH_EC = 2    # the query against the data's band envelope
+    PAA = 3         # a segment mean against the query's segment mean
+    PAA_KEOGH = 4   # a segment mean against the query envelope's segment means
 
 
 cdef inline double term(Bound kind, double xh, double xl, double b, double r, double s, double u,
@@ -462,6 +477,9 @@ cdef inline double term(Bound kind, double xh, double xl, double b, double r, do
     cdef double sh
     if kind == EUCLID:
         return (xh - b) * s - u
+    if kind == PAA or kind == PAA_KEOGH:
+        sh = ((xh - b) + (xl - r)) * s
+        return sh - u if kind == PAA else excess(sh, l, u)
     sh = ((xh - b) - r) * s
     if kind == KEOGH_EQ:
         return excess(sh, l, u)
@@ -477,7 +495,9 @@ cdef inline bint group_bound(const double* xhi, const double* xlo, const double*
 
     Window w's point j is z-normalised from xhi[w + j] (and xlo[w + j] for the data envelope);
     the excess is its distance to the query point (EUCLID) or to the query band [lo_j, up_j]
-    (KEOGH_EQ); for KEOGH_EC, [xlo, xhi] is the data's envelope and up = lo = the query.
+    (KEOGH_EQ); for KEOGH_EC, [xlo, xhi] is the data's envelope and up = lo = the query. For
+    PAA and PAA_KEOGH the "points" are segments: xhi[t] + xlo[t] is the mean of the segment
+    starting at t, the query side holds segment means.
     Points go in `order` (largest |query| first, so sums grow fast) and the group stops once
     every lane exceeds `limit` (NaN lanes count as exceeded). The lanes are neighbouring
     windows, so for one query point all loads are contiguous and the w-loop becomes SIMD.
@@ -487,22 +507,19 @@ cdef inline bint group_bound(const double* xhi, const double* xlo, const double*
     """
     cdef double a[GROUP]
     cdef double bv[GROUP]
-    cdef double rv[GROUP]
-    cdef double sv[GROUP]
     cdef Py_ssize_t j, o, w
     cdef Py_ssize_t alive     # lane-sized, so that the count vectorises without packing
+    cdef bint pair = kind != EUCLID and kind != KEOGH_EQ     # reads xlo too
     for w in range(GROUP):
         a[w] = acc[w]
         # for ED a rounded mean shifts both normalised sides alike, which the distance feels
         # only to second order: one subtraction per point is enough
         bv[w] = base[w] + rem[w] if kind == EUCLID else base[w]
-        rv[w] = rem[w]
-        sv[w] = isg[w]
     for j in range(m):
         o = order[j]
         for w in range(GROUP):
-            a[w] += sq(term(kind, xhi[o + w], xlo[o + w] if kind == KEOGH_EC else 0.0, bv[w],
-                            rv[w], sv[w], up[j], lo[j]))
+            a[w] += sq(term(kind, xhi[o + w], xlo[o + w] if pair else 0.0, bv[w], rem[w], isg[w],
+                            up[j], lo[j]))
         if j % CHUNK == CHUNK - 1 or j == m - 1:
             # this early exit also keeps the compiler from vectorising along j
             alive = 0
@@ -552,69 +569,82 @@ cdef inline void group_kim(const double* xg, const double* base, const double* r
             acc[w] = NAN
 
 
-cdef double dtw_banded(Work* W, double limit) noexcept nogil:
-    """Squared DTW of W.z (rows) and W.shat (columns) within |i-j| <= r; inf once the best cell
-    of a row plus a lower bound of the rows still to come exceeds `limit`."""
-    cdef Py_ssize_t m = W.m, r = W.r, i, j, lo_, hi
+cdef void dtw_enqueue(Work* W, const double* x, double base, double rem, double isg,
+                      const double* ux, const double* lx, Py_ssize_t i) noexcept nogil:
+    """Put window i, which survived every lower bound, in the next lane of the DTW batch: its
+    z-normalised points and its per-point LB_Keogh terms (EQ by window point, EC by query
+    point), which `dtw_flush` sums from the end."""
+    cdef Py_ssize_t m = W.m, j, w = W.nb
+    cdef double s, hu, hl
+    for j in range(m):
+        s = ((x[j] - base) - rem) * isg
+        hu = ((ux[j] - base) - rem) * isg
+        hl = ((lx[j] - base) - rem) * isg
+        W.bs[j * GROUP + w] = s
+        W.bq[j * GROUP + w] = sq(excess(s, W.L[j], W.U[j]))
+        W.bc[j * GROUP + w] = sq(excess(W.z[j], hl, hu))
+    W.bq[m * GROUP + w] = 0.0
+    W.bc[m * GROUP + w] = 0.0
+    W.bpos[w] = i
+    W.nb = w + 1
+
+
+cdef int dtw_flush(Work* W, Pool* P) noexcept nogil:
+    """Banded DTW of the batched windows, one lane each (SIMD across windows: a single DTW is
+    a chain of dependent cells). The LB_Keogh terms summed from the end bound what the rows
+    not yet computed must still add: EC terms of query points i+1.., EQ terms of window
+    points i+r+1... A lane is done once its best cell in a row plus that bound exceeds the
+    k-th best; the batch stops when every lane is. Lanes that finish within the k-th best
+    are offered, in window order."""
+    cdef Py_ssize_t m = W.m, r = W.r, n = W.nb, i, j, w, lo_, hi, alive
+    cdef double lim = bound_limit(P.limit), c, v, zi, rq, rc
     cdef double* prev = W.prev
     cdef double* cur = W.cur
     cdef double* tmp
-    cdef double best, v, zi, rest, left
-    for j in range(m + 1):
+    cdef double left[GROUP]
+    cdef double best[GROUP]
+    if n == 0:
+        return 0
+    W.nb = 0
+    for j in range(m - 1, -1, -1):
+        for w in range(GROUP):
+            W.bq[j * GROUP + w] += W.bq[(j + 1) * GROUP + w]
+            W.bc[j * GROUP + w] += W.bc[(j + 1) * GROUP + w]
+    for j in range((m + 1) * GROUP):
         prev[j] = INFINITY
         cur[j] = INFINITY
-    prev[0] = 0.0               # D(-1, -1); column j is stored at index j + 1
+    for w in range(n):
+        prev[w] = 0.0     # D(-1, -1); column j is stored at j + 1. Unused lanes stay at inf.
     for i in range(m):
         lo_ = i - r if i > r else 0
         hi = i + r if i + r < m - 1 else m - 1
-        cur[lo_] = INFINITY
         zi = W.z[i]
-        best = INFINITY
-        left = INFINITY          # D(i, j-1), kept in a register: it is the loop's critical path
+        for w in range(GROUP):
+            cur[lo_ * GROUP + w] = INFINITY
+            left[w] = INFINITY
+            best[w] = INFINITY
         for j in range(lo_, hi + 1):
-            v = sq(zi - W.shat[j])
-            v = min(v + min(prev[j], prev[j + 1]), v + left)
-            cur[j + 1] = v
-            left = v
-            if v < best:
-                best = v
+            for w in range(GROUP):
+                c = sq(zi - W.bs[j * GROUP + w])
+                v = min(c + min(prev[j * GROUP + w], prev[(j + 1) * GROUP + w]), c + left[w])
+                cur[(j + 1) * GROUP + w] = v
+                left[w] = v
+                best[w] = v if v < best[w] else best[w]
         if i + 1 < m:
-            rest = W.cbq[i + r + 1] if i + r + 1 < m else 0.0
-            if W.cbc[i + 1] > rest:
-                rest = W.cbc[i + 1]
-            if best + rest > limit:
-                return INFINITY
+            alive = 0
+            for w in range(GROUP):
+                rq = W.bq[(i + r + 1) * GROUP + w] if i + r + 1 < m else 0.0
+                rc = W.bc[(i + 1) * GROUP + w]
+                alive += best[w] + (rq if rq > rc else rc) <= lim
+            if alive == 0:
+                return 0
         tmp = prev
         prev = cur
         cur = tmp
-    return prev[m]
-
-
-cdef int dtw_window(Work* W, Pool* P, const double* x, double base, double rem, double isg,
-                    const double* ux, const double* lx, Py_ssize_t i) noexcept nogil:
-    """Early-abandoning DTW of window i, which survived LB_Kim and both LB_Keogh.
-
-    The per-point LB_Keogh terms, summed from the end, bound what the rows not yet computed
-    must still add: query points i+1.. (EC terms) and window points i+r+1.. (EQ terms)."""
-    cdef Py_ssize_t m = W.m, j
-    cdef double s, hu, hl, d2, tq = 0.0, tc = 0.0
-    for j in range(m):
-        s = ((x[j] - base) - rem) * isg
-        W.shat[j] = s
-        W.cbq[j] = sq(excess(s, W.L[j], W.U[j]))
-        hu = ((ux[j] - base) - rem) * isg
-        hl = ((lx[j] - base) - rem) * isg
-        W.cbc[j] = sq(excess(W.z[j], hl, hu))
-    W.cbq[m] = 0.0
-    W.cbc[m] = 0.0
-    for j in range(m - 1, -1, -1):
-        tq += W.cbq[j]
-        W.cbq[j] = tq
-        tc += W.cbc[j]
-        W.cbc[j] = tc
-    d2 = dtw_banded(W, P.limit * LB_SLACK)
-    if d2 <= P.limit:
-        return pool_offer(P, i, d2)
+    for w in range(n):
+        v = prev[m * GROUP + w]
+        if v <= P.limit and pool_offer(P, W.bpos[w], v) < 0:
+            return -1
     return 0
 
 
@@ -643,14 +673,13 @@ cdef int search(Work* W, Pool* P, const double* x, const double* base, const dou
                 const double* isg, const unsigned char* st, const double* sm, const double* ux,
                 const double* lx, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """Offer to P every window start in [start, stop) that can still matter; W holds a
-    prepared query. x must hold stop + m - 1 values; sm[t] is the mean of x[t:t+W.seg].
+    prepared query. x must hold stop + m - 1 values; sm[t] + x[t] is the mean of x[t:t+W.seg].
     Returns -1 when out of memory.
 
     Windows go by groups of GROUP neighbours through a cascade of lower bounds, each pruning
     lanes for the next: for ED the PAA bound (segment means), then the distance itself; for
     DTW LB_Kim, PAA of LB_Keogh, LB_Keogh EQ, LB_Keogh EC, then DTW for the survivors.
-    Bounds prune only beyond a relative slack of 1e-9, so that rounding in a bound can never
-    drop a window that ties with the k-th best.
+    Bounds prune only beyond `bound_limit`.
     """
     cdef Py_ssize_t m = W.m, g, w, i, nw
     cdef double acc[GROUP]
@@ -702,16 +731,16 @@ cdef int search(Work* W, Pool* P, const double* x, const double* base, const dou
         for w in range(GROUP):
             acc[w] = 0.0 if tg[w] == OK else NAN
             flats |= tg[w] == FLAT
-        lb = P.limit * LB_SLACK
+        lb = bound_limit(P.limit)
         alive = True
         if dtw:
             group_kim(xg, bg, rg, sg, W.z, m, lb, acc)
             alive = keep_alive(acc, lb)
         if alive and W.seg:
             # each segment's term is at most 1/seg of its points' share of the full sum
-            alive = (group_bound(smg, smg, bg, rg, sg, W.porder, W.pu if dtw else W.pz,
+            alive = (group_bound(xg, smg, bg, rg, sg, W.porder, W.pu if dtw else W.pz,
                                  W.pl if dtw else W.pz, W.nseg, lb / W.seg, acc,
-                                 KEOGH_EQ if dtw else EUCLID)
+                                 PAA_KEOGH if dtw else PAA)
                      and keep_alive(acc, lb / W.seg))
         if alive and not dtw:
             alive = group_bound(xg, xg, bg, rg, sg, W.order, W.zo, W.zo, m, P.limit, acc, EUCLID)
@@ -726,16 +755,19 @@ cdef int search(Work* W, Pool* P, const double* x, const double* base, const dou
         for w in range(nw):
             i = g + w
             if tg[w] == FLAT:
-                if fm <= P.limit and pool_offer(P, i, fm) < 0:
+                # offers must come in window order: first the batched DTW windows before it
+                if fm <= P.limit and (dtw_flush(W, P) < 0 or pool_offer(P, i, fm) < 0):
                     return -1
             elif alive and acc[w] <= (lb if dtw else P.limit):
                 if not dtw:
                     if pool_offer(P, i, acc[w]) < 0:
                         return -1
-                elif dtw_window(W, P, x + i, base[i], rem[i], isg[i], ux + i, lx + i, i) < 0:
-                    return -1
+                else:
+                    dtw_enqueue(W, x + i, base[i], rem[i], isg[i], ux + i, lx + i, i)
+                    if W.nb == GROUP and dtw_flush(W, P) < 0:
+                        return -1
         g += nw
-    return 0
+    return dtw_flush(W, P)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -754,19 +786,18 @@ def rolling_stats(const double[::1] x, Py_ssize_t m, Py_ssize_t i0, double[::1] 
 
 
 def segment_means(const double[::1] x, Py_ssize_t L, Py_ssize_t i0, double[::1] out):
-    """Fill out[i0:] with the means of x[t:t+L] (0 where they hold a NaN), for the PAA bound."""
-    cdef Py_ssize_t i1 = out.shape[0]
+    """Fill out[i0:] with mean(x[t:t+L]) - x[t], for the PAA bound: kept apart from x[t], the
+    segment mean loses no digits to a price offset."""
+    cdef Py_ssize_t i1 = out.shape[0], t, j
+    cdef double a
     if i1 > x.shape[0] - L + 1 or i0 < 0 or L < 1:
         raise ValueError("inconsistent segment buffer")
-    if i0 >= i1:
-        return
-    cdef double[::1] base = np.empty(i1 - i0), rem = np.empty(i1 - i0), isg = np.empty(i1 - i0)
-    cdef unsigned char[::1] st = np.empty(i1 - i0, dtype=np.uint8)
-    cdef Py_ssize_t i
     with nogil:
-        window_stats(&x[i0], L, 0, i1 - i0, &base[0], &rem[0], &isg[0], &st[0])
-        for i in range(i1 - i0):
-            out[i0 + i] = base[i] + rem[i]
+        for t in range(i0, i1):
+            a = 0.0
+            for j in range(1, L):
+                a += x[t + j] - x[t]
+            out[t] = a / L
 
 
 def paa_segment(Py_ssize_t m):

@@ -86,7 +86,7 @@ def test_search_releases_the_gil():
     The loop notes the time about every millisecond. Had the kernel held the GIL, the loop
     would have stalled for the whole kernel call: one gap as long as the search itself."""
     rng = np.random.default_rng(22)
-    idx = MotifIndex(walk(rng, 100_000))
+    idx = MotifIndex(walk(rng, 400_000))
     query = rng.normal(size=64)  # matches nothing well: little pruning, a long search
     idx.knn(query, 1, metric="dtw", window=1.0)  # stats and envelope built beforehand
     done = threading.Event()
