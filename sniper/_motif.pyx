@@ -2,9 +2,9 @@
 """Kernels of the motif matcher; sniper/motif.py is the public face and defines the semantics.
 
 Every kernel runs without the GIL. Per series and window length m, `window_stats` describes the
-window starting at i by its mean (base[i] + rem[i]), 1/std (0 when flat) and a status (OK,
-FLAT, or MISSING when it holds a NaN/inf); `segment_means` and `envelope` feed the PAA and
-LB_Keogh lower bounds. Distances are handled squared internally.
+window starting at i by its mean (x[i] + rem[i]), 1/std (0 when flat) and a status (OK, FLAT,
+or MISSING when it holds a NaN/inf); `segment_means` and `envelope` feed the PAA and LB_Keogh
+lower bounds. Distances are handled squared internally.
 """
 
 from libc.math cimport INFINITY, NAN, fabs, isfinite, sqrt
@@ -50,10 +50,10 @@ cdef int cand_cmp(const void* a, const void* b) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 # per-series precomputation
 
-cdef inline void set_stats(Py_ssize_t i, double b, double r, double var, double* base,
-                           double* rem, double* isg, unsigned char* st) noexcept nogil:
+cdef inline void set_stats(Py_ssize_t i, double b, double r, double var, double* rem,
+                           double* isg, unsigned char* st) noexcept nogil:
+    """Window i: mean b + r (b = its first value), variance var."""
     cdef double sd = sqrt(var) if var > 0 else 0.0
-    base[i] = b
     rem[i] = r
     if sd <= _FLAT_RTOL * fabs(b + r):
         isg[i] = 0.0
@@ -79,12 +79,12 @@ cdef void exact_stats(const double* w, Py_ssize_t m, double* rem, double* var) n
 
 
 cdef void window_stats(const double* x, Py_ssize_t m, Py_ssize_t i0, Py_ssize_t i1,
-                       double* base, double* rem, double* isg, unsigned char* st) noexcept nogil:
+                       double* rem, double* isg, unsigned char* st) noexcept nogil:
     """Mean and 1/std of windows i0..i1-1.
 
-    The mean is kept as base + rem, base a value of the series near the window: x - base is
-    exact for prices, so z-normalising as ((x - base) - rem) * isg keeps every digit even when
-    the offset dwarfs the variation (DTW, unlike ED, is first-order sensitive to the mean).
+    The mean of window i is kept as x[i] + rem[i]: x - x[i] is exact for prices, so
+    z-normalising as ((x - x[i]) - rem[i]) * isg[i] keeps every digit even when the offset
+    dwarfs the variation (DTW, unlike ED, is first-order sensitive to the mean).
 
     Rolling sums of y = x - c, where c is a value of the block (this removes any price offset),
     restarted every BLOCK windows so rounding cannot drift. A window whose variance is small next
@@ -129,7 +129,6 @@ cdef void window_stats(const double* x, Py_ssize_t m, Py_ssize_t i0, Py_ssize_t 
                 else:
                     bad += 1
             if bad:
-                base[i] = 0.0
                 rem[i] = 0.0
                 isg[i] = 0.0
                 st[i] = MISSING
@@ -138,9 +137,9 @@ cdef void window_stats(const double* x, Py_ssize_t m, Py_ssize_t i0, Py_ssize_t 
             var = s2 / m - mean * mean
             if var <= big * (m + BLOCK) * 1e-7:
                 exact_stats(x + i, m, &mean, &var)
-                set_stats(i, x[i], mean, var, base, rem, isg, st)
             else:
-                set_stats(i, c, mean, var, base, rem, isg, st)
+                mean += c - x[i]
+            set_stats(i, x[i], mean, var, rem, isg, st)
         b = bend
 
 
@@ -337,7 +336,6 @@ cdef struct Work:
     double* uxt
     double* lxt
     double* smt
-    double* bt
     double* rt
     double* isgt
     unsigned char* stt
@@ -364,7 +362,7 @@ cdef int work_init(Work* W, Py_ssize_t m, Py_ssize_t r) noexcept nogil:
     W.keys = <Cand*> malloc(m * sizeof(Cand))
     W.stt = <unsigned char*> malloc(GROUP)
     W.bpos = <Py_ssize_t*> malloc(GROUP * sizeof(Py_ssize_t))
-    W.z = <double*> malloc((6 * m + 3 * W.nseg + 4 * pad + 3 * GROUP + 5 * batch
+    W.z = <double*> malloc((6 * m + 3 * W.nseg + 4 * pad + 2 * GROUP + 5 * batch
                             + 3 * (m + 2 * rr)) * sizeof(double))
     if (W.order == NULL or W.porder == NULL or W.keys == NULL or W.stt == NULL
             or W.bpos == NULL or W.z == NULL):
@@ -382,8 +380,7 @@ cdef int work_init(Work* W, Py_ssize_t m, Py_ssize_t r) noexcept nogil:
     W.uxt = W.xt + pad
     W.lxt = W.uxt + pad
     W.smt = W.lxt + pad
-    W.bt = W.smt + pad
-    W.rt = W.bt + GROUP
+    W.rt = W.smt + pad
     W.isgt = W.rt + GROUP
     W.bs = W.isgt + GROUP
     W.bq = W.bs + batch
@@ -538,9 +535,8 @@ cdef inline double min3(double a, double b, double c) noexcept nogil:
     return c if c < a else a
 
 
-cdef inline void group_kim(const double* xg, const double* base, const double* rem,
-                           const double* isg, const double* z, Py_ssize_t m, double limit,
-                           double* acc) noexcept nogil:
+cdef inline void group_kim(const double* xg, const double* rem, const double* isg,
+                           const double* z, Py_ssize_t m, double limit, double* acc) noexcept nogil:
     """LB_Kim for a group: NaN out the lanes it prunes.
 
     Every warping path crosses both corner cells and, for m >= 6, one cell of each of the next
@@ -549,16 +545,16 @@ cdef inline void group_kim(const double* xg, const double* base, const double* r
     cdef double s0, s1, s2, e0, e1, e2, d
     cdef const double* xe = xg + m - 1
     for w in range(GROUP):
-        s0 = ((xg[w] - base[w]) - rem[w]) * isg[w]
-        e0 = ((xe[w] - base[w]) - rem[w]) * isg[w]
+        s0 = ((xg[w] - xg[w]) - rem[w]) * isg[w]
+        e0 = ((xe[w] - xg[w]) - rem[w]) * isg[w]
         d = sq(z[0] - s0)
         if m >= 2:
             d += sq(z[m - 1] - e0)
         if m >= 6:
-            s1 = ((xg[w + 1] - base[w]) - rem[w]) * isg[w]
-            s2 = ((xg[w + 2] - base[w]) - rem[w]) * isg[w]
-            e1 = ((xe[w - 1] - base[w]) - rem[w]) * isg[w]
-            e2 = ((xe[w - 2] - base[w]) - rem[w]) * isg[w]
+            s1 = ((xg[w + 1] - xg[w]) - rem[w]) * isg[w]
+            s2 = ((xg[w + 2] - xg[w]) - rem[w]) * isg[w]
+            e1 = ((xe[w - 1] - xg[w]) - rem[w]) * isg[w]
+            e2 = ((xe[w - 2] - xg[w]) - rem[w]) * isg[w]
             d += min3(sq(z[0] - s1), sq(z[1] - s0), sq(z[1] - s1))
             d += min3(sq(z[m - 1] - e1), sq(z[m - 2] - e0), sq(z[m - 2] - e1))
             d += min3(min3(sq(z[0] - s2), sq(z[1] - s2), sq(z[2] - s2)), sq(z[2] - s0),
@@ -569,13 +565,13 @@ cdef inline void group_kim(const double* xg, const double* base, const double* r
             acc[w] = NAN
 
 
-cdef void dtw_enqueue(Work* W, const double* x, double base, double rem, double isg,
-                      const double* ux, const double* lx, Py_ssize_t i) noexcept nogil:
+cdef void dtw_enqueue(Work* W, const double* x, double rem, double isg, const double* ux,
+                      const double* lx, Py_ssize_t i) noexcept nogil:
     """Put window i, which survived every lower bound, in the next lane of the DTW batch: its
     z-normalised points and its per-point LB_Keogh terms (EQ by window point, EC by query
     point), which `dtw_flush` sums from the end."""
     cdef Py_ssize_t m = W.m, j, w = W.nb
-    cdef double s, hu, hl
+    cdef double s, hu, hl, base = x[0]
     for j in range(m):
         s = ((x[j] - base) - rem) * isg
         hu = ((ux[j] - base) - rem) * isg
@@ -669,9 +665,9 @@ cdef inline bint keep_alive(double* acc, double limit) noexcept nogil:
     return any_
 
 
-cdef int search(Work* W, Pool* P, const double* x, const double* base, const double* rem,
-                const double* isg, const unsigned char* st, const double* sm, const double* ux,
-                const double* lx, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+cdef int search(Work* W, Pool* P, const double* x, const double* rem, const double* isg,
+                const unsigned char* st, const double* sm, const double* ux, const double* lx,
+                Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
     """Offer to P every window start in [start, stop) that can still matter; W holds a
     prepared query. x must hold stop + m - 1 values; sm[t] + x[t] is the mean of x[t:t+W.seg].
     Returns -1 when out of memory.
@@ -688,7 +684,6 @@ cdef int search(Work* W, Pool* P, const double* x, const double* base, const dou
     cdef const double* smg = NULL
     cdef const double* uxg = NULL
     cdef const double* lxg = NULL
-    cdef const double* bg
     cdef const double* rg
     cdef const double* sg
     cdef const unsigned char* tg
@@ -705,7 +700,6 @@ cdef int search(Work* W, Pool* P, const double* x, const double* base, const dou
         nw = stop - g if stop - g < GROUP else GROUP
         if nw == GROUP:
             xg = x + g
-            bg = base + g
             rg = rem + g
             sg = isg + g
             tg = st + g
@@ -716,7 +710,6 @@ cdef int search(Work* W, Pool* P, const double* x, const double* base, const dou
                 lxg = lx + g
         else:   # the last, partial group: copies padded with missing windows
             xg = padded(x + g, nw + m - 1, W.xt, GROUP + m - 1)
-            bg = padded(base + g, nw, W.bt, GROUP)
             rg = padded(rem + g, nw, W.rt, GROUP)
             sg = padded(isg + g, nw, W.isgt, GROUP)
             for w in range(GROUP):
@@ -734,20 +727,20 @@ cdef int search(Work* W, Pool* P, const double* x, const double* base, const dou
         lb = bound_limit(P.limit)
         alive = True
         if dtw:
-            group_kim(xg, bg, rg, sg, W.z, m, lb, acc)
+            group_kim(xg, rg, sg, W.z, m, lb, acc)
             alive = keep_alive(acc, lb)
         if alive and W.seg:
             # each segment's term is at most 1/seg of its points' share of the full sum
-            alive = (group_bound(xg, smg, bg, rg, sg, W.porder, W.pu if dtw else W.pz,
+            alive = (group_bound(xg, smg, xg, rg, sg, W.porder, W.pu if dtw else W.pz,
                                  W.pl if dtw else W.pz, W.nseg, lb / W.seg, acc,
                                  PAA_KEOGH if dtw else PAA)
                      and keep_alive(acc, lb / W.seg))
         if alive and not dtw:
-            alive = group_bound(xg, xg, bg, rg, sg, W.order, W.zo, W.zo, m, P.limit, acc, EUCLID)
+            alive = group_bound(xg, xg, xg, rg, sg, W.order, W.zo, W.zo, m, P.limit, acc, EUCLID)
         elif alive:
-            alive = (group_bound(xg, xg, bg, rg, sg, W.order, W.uo, W.lo, m, lb, acc, KEOGH_EQ)
+            alive = (group_bound(xg, xg, xg, rg, sg, W.order, W.uo, W.lo, m, lb, acc, KEOGH_EQ)
                      and keep_alive(acc, lb)
-                     and group_bound(uxg, lxg, bg, rg, sg, W.order, W.zo, W.zo, m, lb, acc,
+                     and group_bound(uxg, lxg, xg, rg, sg, W.order, W.zo, W.zo, m, lb, acc,
                                      KEOGH_EC))
         if not (alive or flats):
             g += nw
@@ -763,7 +756,7 @@ cdef int search(Work* W, Pool* P, const double* x, const double* base, const dou
                     if pool_offer(P, i, acc[w]) < 0:
                         return -1
                 else:
-                    dtw_enqueue(W, x + i, base[i], rem[i], isg[i], ux + i, lx + i, i)
+                    dtw_enqueue(W, x + i, rem[i], isg[i], ux + i, lx + i, i)
                     if W.nb == GROUP and dtw_flush(W, P) < 0:
                         return -1
         g += nw
@@ -773,16 +766,16 @@ cdef int search(Work* W, Pool* P, const double* x, const double* base, const dou
 # ---------------------------------------------------------------------------------------------
 # Python entry points (thin: check shapes, release the GIL, call the kernels)
 
-def rolling_stats(const double[::1] x, Py_ssize_t m, Py_ssize_t i0, double[::1] base,
-                  double[::1] rem, double[::1] isg, unsigned char[::1] status):
-    """Fill the stats of windows i0..len(base)-1 of length m (mean = base + rem)."""
-    cdef Py_ssize_t i1 = base.shape[0]
+def rolling_stats(const double[::1] x, Py_ssize_t m, Py_ssize_t i0, double[::1] rem,
+                  double[::1] isg, unsigned char[::1] status):
+    """Fill the stats of windows i0..len(rem)-1 of length m (mean of window i = x[i] + rem[i])."""
+    cdef Py_ssize_t i1 = rem.shape[0]
     if (i1 > x.shape[0] - m + 1 or rem.shape[0] != i1 or isg.shape[0] != i1
             or status.shape[0] != i1 or i0 < 0 or m < 1):
         raise ValueError("inconsistent stats buffers")
     if i0 < i1:
         with nogil:
-            window_stats(&x[0], m, i0, i1, &base[0], &rem[0], &isg[0], &status[0])
+            window_stats(&x[0], m, i0, i1, &rem[0], &isg[0], &status[0])
 
 
 def segment_means(const double[::1] x, Py_ssize_t L, Py_ssize_t i0, double[::1] out):
@@ -819,19 +812,18 @@ def envelope(const double[::1] x, Py_ssize_t r, Py_ssize_t t0, double[::1] up, d
 
 cdef class Series:
     """Read-only views of a series and its precomputation, checked once for consistency."""
-    cdef const double[::1] x, base, rem, isg, sm, ux, lx
+    cdef const double[::1] x, rem, isg, sm, ux, lx
     cdef const unsigned char[::1] st
     cdef Py_ssize_t m, r
 
     def __init__(self, x, Py_ssize_t m, stats, Py_ssize_t r, envelope):
         self.x = x
-        self.base, self.rem, self.isg, self.st, self.sm = stats
+        self.rem, self.isg, self.st, self.sm = stats
         self.m = m
         self.r = r
         n = self.x.shape[0] - m + 1
         L = segment_length(m)
-        if m < 1 or n < 1 or not (self.base.shape[0] == self.rem.shape[0] == self.isg.shape[0]
-                                  == self.st.shape[0] == n):
+        if m < 1 or n < 1 or not (self.rem.shape[0] == self.isg.shape[0] == self.st.shape[0] == n):
             raise ValueError("stats do not match the series")
         if L and self.sm.shape[0] != self.x.shape[0] - L + 1:
             raise ValueError("segment means do not match the series")
@@ -841,7 +833,7 @@ cdef class Series:
                 raise ValueError("DTW needs the series envelope")
 
     cdef int scan(self, Work* W, Pool* P, Py_ssize_t stop) noexcept nogil:
-        return search(W, P, &self.x[0], &self.base[0], &self.rem[0], &self.isg[0], &self.st[0],
+        return search(W, P, &self.x[0], &self.rem[0], &self.isg[0], &self.st[0],
                       &self.sm[0] if W.seg else NULL, &self.ux[0] if self.r >= 0 else NULL,
                       &self.lx[0] if self.r >= 0 else NULL, 0, stop)
 
@@ -872,7 +864,7 @@ def search_query(Series S, const double[::1] query, Py_ssize_t k, Py_ssize_t exc
         rc = setup(&W, &P, S.m, S.r, k, exclusion)
         if rc == 0:
             prepare_query(&W, &query[0])
-            rc = S.scan(&W, &P, S.base.shape[0])
+            rc = S.scan(&W, &P, S.rem.shape[0])
             if rc == 0:
                 n = pool_finish(&P, exclusion, &s_[0], &d_[0])
             work_free(&W)
