@@ -2,9 +2,9 @@
 """Kernels of the motif matcher; sniper/motif.py is the public face and defines the semantics.
 
 Every kernel runs without the GIL. Per series and window length m, `window_stats` describes the
-window starting at i by its mean (x[i] + rem[i]), 1/std (0 when flat) and a status (OK, FLAT,
-or MISSING when it holds a NaN/inf); `segment_means` and `envelope` feed the PAA and LB_Keogh
-lower bounds. Distances are handled squared internally.
+window starting at i by its mean (x[i] + rem[i]) and isg[i]: 1/std, or 0 when the window is
+flat, or NaN when it holds a NaN/inf (missing); `segment_means` and `envelope` feed the PAA and
+LB_Keogh lower bounds. Distances are handled squared internally.
 """
 
 from libc.math cimport INFINITY, NAN, fabs, isfinite, sqrt
@@ -23,10 +23,9 @@ cdef inline double bound_limit(double limit) noexcept nogil:
     differently from the distance it bounds, never drops a window that ties the k-th."""
     return limit * (1.0 + 1e-9) + 1e-12
 
-cdef enum Status:
-    OK = 0
-    FLAT = 1
-    MISSING = 2
+ctypedef fused real:
+    float
+    double
 
 FLAT_RTOL = 1e-12
 cdef double _FLAT_RTOL = FLAT_RTOL
@@ -51,16 +50,11 @@ cdef int cand_cmp(const void* a, const void* b) noexcept nogil:
 # per-series precomputation
 
 cdef inline void set_stats(Py_ssize_t i, double b, double r, double var, double* rem,
-                           double* isg, unsigned char* st) noexcept nogil:
+                           double* isg) noexcept nogil:
     """Window i: mean b + r (b = its first value), variance var."""
     cdef double sd = sqrt(var) if var > 0 else 0.0
     rem[i] = r
-    if sd <= _FLAT_RTOL * fabs(b + r):
-        isg[i] = 0.0
-        st[i] = FLAT
-    else:
-        isg[i] = 1.0 / sd
-        st[i] = OK
+    isg[i] = 0.0 if sd <= _FLAT_RTOL * fabs(b + r) else 1.0 / sd
 
 
 cdef void exact_stats(const double* w, Py_ssize_t m, double* rem, double* var) noexcept nogil:
@@ -79,7 +73,7 @@ cdef void exact_stats(const double* w, Py_ssize_t m, double* rem, double* var) n
 
 
 cdef void window_stats(const double* x, Py_ssize_t m, Py_ssize_t i0, Py_ssize_t i1,
-                       double* rem, double* isg, unsigned char* st) noexcept nogil:
+                       double* rem, double* isg) noexcept nogil:
     """Mean and 1/std of windows i0..i1-1.
 
     The mean of window i is kept as x[i] + rem[i]: x - x[i] is exact for prices, so
@@ -130,8 +124,7 @@ cdef void window_stats(const double* x, Py_ssize_t m, Py_ssize_t i0, Py_ssize_t 
                     bad += 1
             if bad:
                 rem[i] = 0.0
-                isg[i] = 0.0
-                st[i] = MISSING
+                isg[i] = NAN
                 continue
             mean = s1 / m
             var = s2 / m - mean * mean
@@ -139,7 +132,7 @@ cdef void window_stats(const double* x, Py_ssize_t m, Py_ssize_t i0, Py_ssize_t 
                 exact_stats(x + i, m, &mean, &var)
             else:
                 mean += c - x[i]
-            set_stats(i, x[i], mean, var, rem, isg, st)
+            set_stats(i, x[i], mean, var, rem, isg)
         b = bend
 
 
@@ -335,10 +328,9 @@ cdef struct Work:
     double* xt                  # padded copies of the last, partial group
     double* uxt
     double* lxt
-    double* smt
     double* rt
     double* isgt
-    unsigned char* stt
+    float* smt
     Py_ssize_t nb               # DTW batch: windows queued, their starts, and lane-interleaved
     Py_ssize_t* bpos            # ([point][lane]) z-normalised points, cumulative EQ and EC
     double* bs                  # bounds, and the two DP rows
@@ -360,11 +352,11 @@ cdef int work_init(Work* W, Py_ssize_t m, Py_ssize_t r) noexcept nogil:
     W.order = <Py_ssize_t*> malloc(m * sizeof(Py_ssize_t))
     W.porder = <Py_ssize_t*> malloc((W.nseg + 1) * sizeof(Py_ssize_t))
     W.keys = <Cand*> malloc(m * sizeof(Cand))
-    W.stt = <unsigned char*> malloc(GROUP)
+    W.smt = <float*> malloc((GROUP + m) * sizeof(float))
     W.bpos = <Py_ssize_t*> malloc(GROUP * sizeof(Py_ssize_t))
-    W.z = <double*> malloc((6 * m + 3 * W.nseg + 4 * pad + 2 * GROUP + 5 * batch
+    W.z = <double*> malloc((6 * m + 3 * W.nseg + 3 * pad + 2 * GROUP + 5 * batch
                             + 3 * (m + 2 * rr)) * sizeof(double))
-    if (W.order == NULL or W.porder == NULL or W.keys == NULL or W.stt == NULL
+    if (W.order == NULL or W.porder == NULL or W.keys == NULL or W.smt == NULL
             or W.bpos == NULL or W.z == NULL):
         work_free(W)
         return -1
@@ -379,8 +371,7 @@ cdef int work_init(Work* W, Py_ssize_t m, Py_ssize_t r) noexcept nogil:
     W.xt = W.pl + W.nseg
     W.uxt = W.xt + pad
     W.lxt = W.uxt + pad
-    W.smt = W.lxt + pad
-    W.rt = W.smt + pad
+    W.rt = W.lxt + pad
     W.isgt = W.rt + GROUP
     W.bs = W.isgt + GROUP
     W.bq = W.bs + batch
@@ -396,13 +387,13 @@ cdef void work_free(Work* W) noexcept nogil:
     free(W.order)
     free(W.porder)
     free(W.keys)
-    free(W.stt)
+    free(W.smt)
     free(W.bpos)
     W.z = NULL
     W.order = NULL
     W.porder = NULL
     W.keys = NULL
-    W.stt = NULL
+    W.smt = NULL
     W.bpos = NULL
 
 
@@ -473,7 +464,7 @@ cdef inline double term(Bound kind, double xh, double xl, double b, double r, do
     """One point's contribution (before squaring) to a `group_bound` sum; see there."""
     cdef double sh
     if kind == EUCLID:
-        return (xh - b) * s - u
+        return ((xh - b) - r) * s - u
     if kind == PAA or kind == PAA_KEOGH:
         sh = ((xh - b) + (xl - r)) * s
         return sh - u if kind == PAA else excess(sh, l, u)
@@ -483,7 +474,7 @@ cdef inline double term(Bound kind, double xh, double xl, double b, double r, do
     return excess(u, ((xl - b) - r) * s, sh)
 
 
-cdef inline bint group_bound(const double* xhi, const double* xlo, const double* base,
+cdef inline bint group_bound(const double* xhi, const real* xlo, const double* base,
                              const double* rem, const double* isg, const Py_ssize_t* order,
                              const double* up, const double* lo, Py_ssize_t m, double limit,
                              double* acc, Bound kind) noexcept nogil:
@@ -503,20 +494,16 @@ cdef inline bint group_bound(const double* xhi, const double* xlo, const double*
     was tried: scalar code with a branch per point is slower than carrying the dead lanes.
     """
     cdef double a[GROUP]
-    cdef double bv[GROUP]
     cdef Py_ssize_t j, o, w
     cdef Py_ssize_t alive     # lane-sized, so that the count vectorises without packing
     cdef bint pair = kind != EUCLID and kind != KEOGH_EQ     # reads xlo too
     for w in range(GROUP):
         a[w] = acc[w]
-        # for ED a rounded mean shifts both normalised sides alike, which the distance feels
-        # only to second order: one subtraction per point is enough
-        bv[w] = base[w] + rem[w] if kind == EUCLID else base[w]
     for j in range(m):
         o = order[j]
         for w in range(GROUP):
-            a[w] += sq(term(kind, xhi[o + w], xlo[o + w] if pair else 0.0, bv[w], rem[w], isg[w],
-                            up[j], lo[j]))
+            a[w] += sq(term(kind, xhi[o + w], xlo[o + w] if pair else 0.0, base[w], rem[w],
+                            isg[w], up[j], lo[j]))
         if j % CHUNK == CHUNK - 1 or j == m - 1:
             # this early exit also keeps the compiler from vectorising along j
             alive = 0
@@ -644,11 +631,11 @@ cdef int dtw_flush(Work* W, Pool* P) noexcept nogil:
     return 0
 
 
-cdef inline const double* padded(const double* src, Py_ssize_t have, double* buf,
-                                 Py_ssize_t size) noexcept nogil:
+cdef inline const real* padded(const real* src, Py_ssize_t have, real* buf, Py_ssize_t size,
+                               real fill) noexcept nogil:
     cdef Py_ssize_t j
     for j in range(size):
-        buf[j] = src[j] if j < have else 0.0
+        buf[j] = src[j] if j < have else fill
     return buf
 
 
@@ -666,10 +653,11 @@ cdef inline bint keep_alive(double* acc, double limit) noexcept nogil:
 
 
 cdef int search(Work* W, Pool* P, const double* x, const double* rem, const double* isg,
-                const unsigned char* st, const double* sm, const double* ux, const double* lx,
-                Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+                const float* sm, const double* ux, const double* lx, Py_ssize_t start,
+                Py_ssize_t stop) noexcept nogil:
     """Offer to P every window start in [start, stop) that can still matter; W holds a
-    prepared query. x must hold stop + m - 1 values; sm[t] + x[t] is the mean of x[t:t+W.seg].
+    prepared query. x must hold stop + m - 1 values; x[t] + sm[t] is the mean of
+    x[t:t+W.seg].
     Returns -1 when out of memory.
 
     Windows go by groups of GROUP neighbours through a cascade of lower bounds, each pruning
@@ -679,22 +667,24 @@ cdef int search(Work* W, Pool* P, const double* x, const double* rem, const doub
     """
     cdef Py_ssize_t m = W.m, g, w, i, nw
     cdef double acc[GROUP]
-    cdef double fm = <double> m, lb
+    cdef double fm = <double> m, lb, plim, delta
     cdef const double* xg
-    cdef const double* smg = NULL
+    cdef const float* smg = NULL
     cdef const double* uxg = NULL
     cdef const double* lxg = NULL
     cdef const double* rg
     cdef const double* sg
-    cdef const unsigned char* tg
     cdef bint dtw = W.r >= 0, alive, flats
     if W.flat:
         # z-normalised flat windows are all zeros: 0 to each other, sqrt(m) to anything else
         for i in range(start, stop):
-            if st[i] != MISSING and (0.0 if st[i] == FLAT else fm) <= P.limit:
-                if pool_offer(P, i, 0.0 if st[i] == FLAT else fm) < 0:
+            if isg[i] == isg[i] and (0.0 if isg[i] == 0.0 else fm) <= P.limit:
+                if pool_offer(P, i, 0.0 if isg[i] == 0.0 else fm) < 0:
                     return -1
         return 0
+    # sm is float32: a segment mean's offset from x[t] lies within its window's range, at most
+    # 2 sqrt(m-1) std (Samuelson), so rounding moves each normalised segment mean by <= delta
+    delta = 2.0 * sqrt(m - 1.0) * 2.0 ** -24
     g = start
     while g < stop:
         nw = stop - g if stop - g < GROUP else GROUP
@@ -702,39 +692,37 @@ cdef int search(Work* W, Pool* P, const double* x, const double* rem, const doub
             xg = x + g
             rg = rem + g
             sg = isg + g
-            tg = st + g
             if W.seg:
                 smg = sm + g
             if dtw:
                 uxg = ux + g
                 lxg = lx + g
         else:   # the last, partial group: copies padded with missing windows
-            xg = padded(x + g, nw + m - 1, W.xt, GROUP + m - 1)
-            rg = padded(rem + g, nw, W.rt, GROUP)
-            sg = padded(isg + g, nw, W.isgt, GROUP)
-            for w in range(GROUP):
-                W.stt[w] = st[g + w] if w < nw else MISSING
-            tg = W.stt
+            xg = padded(x + g, nw + m - 1, W.xt, GROUP + m - 1, 0.0)
+            rg = padded(rem + g, nw, W.rt, GROUP, 0.0)
+            sg = padded(isg + g, nw, W.isgt, GROUP, NAN)
             if W.seg:
-                smg = padded(sm + g, nw + m - W.seg, W.smt, GROUP + m - W.seg)
+                smg = padded(sm + g, nw + m - W.seg, W.smt, GROUP + m - W.seg, <float> 0.0)
             if dtw:
-                uxg = padded(ux + g, nw + m - 1, W.uxt, GROUP + m - 1)
-                lxg = padded(lx + g, nw + m - 1, W.lxt, GROUP + m - 1)
+                uxg = padded(ux + g, nw + m - 1, W.uxt, GROUP + m - 1, 0.0)
+                lxg = padded(lx + g, nw + m - 1, W.lxt, GROUP + m - 1, 0.0)
         flats = False
         for w in range(GROUP):
-            acc[w] = 0.0 if tg[w] == OK else NAN
-            flats |= tg[w] == FLAT
+            acc[w] = 0.0 if sg[w] > 0.0 else NAN      # flat (0) and missing (NaN) lanes are dead
+            flats |= sg[w] == 0.0
         lb = bound_limit(P.limit)
         alive = True
         if dtw:
             group_kim(xg, rg, sg, W.z, m, lb, acc)
             alive = keep_alive(acc, lb)
         if alive and W.seg:
-            # each segment's term is at most 1/seg of its points' share of the full sum
+            # each segment's term is at most 1/seg of its points' share of the full sum; the
+            # float32 error moves the bound by at most 2 delta sqrt(m lb) + m delta^2
+            plim = (lb + 2.0 * delta * sqrt(m * lb) + m * delta * delta) / W.seg
             alive = (group_bound(xg, smg, xg, rg, sg, W.porder, W.pu if dtw else W.pz,
-                                 W.pl if dtw else W.pz, W.nseg, lb / W.seg, acc,
+                                 W.pl if dtw else W.pz, W.nseg, plim, acc,
                                  PAA_KEOGH if dtw else PAA)
-                     and keep_alive(acc, lb / W.seg))
+                     and keep_alive(acc, plim))
         if alive and not dtw:
             alive = group_bound(xg, xg, xg, rg, sg, W.order, W.zo, W.zo, m, P.limit, acc, EUCLID)
         elif alive:
@@ -747,7 +735,7 @@ cdef int search(Work* W, Pool* P, const double* x, const double* rem, const doub
             continue
         for w in range(nw):
             i = g + w
-            if tg[w] == FLAT:
+            if sg[w] == 0.0:
                 # offers must come in window order: first the batched DTW windows before it
                 if fm <= P.limit and (dtw_flush(W, P) < 0 or pool_offer(P, i, fm) < 0):
                     return -1
@@ -767,20 +755,21 @@ cdef int search(Work* W, Pool* P, const double* x, const double* rem, const doub
 # Python entry points (thin: check shapes, release the GIL, call the kernels)
 
 def rolling_stats(const double[::1] x, Py_ssize_t m, Py_ssize_t i0, double[::1] rem,
-                  double[::1] isg, unsigned char[::1] status):
-    """Fill the stats of windows i0..len(rem)-1 of length m (mean of window i = x[i] + rem[i])."""
+                  double[::1] isg):
+    """Fill rem/isg of windows i0..len(rem)-1 of length m (the mean of window i is
+    x[i] + rem[i]; isg is 1/std, 0 when flat, NaN when missing)."""
     cdef Py_ssize_t i1 = rem.shape[0]
-    if (i1 > x.shape[0] - m + 1 or rem.shape[0] != i1 or isg.shape[0] != i1
-            or status.shape[0] != i1 or i0 < 0 or m < 1):
+    if i1 > x.shape[0] - m + 1 or isg.shape[0] != i1 or i0 < 0 or m < 1:
         raise ValueError("inconsistent stats buffers")
     if i0 < i1:
         with nogil:
-            window_stats(&x[0], m, i0, i1, &rem[0], &isg[0], &status[0])
+            window_stats(&x[0], m, i0, i1, &rem[0], &isg[0])
 
 
-def segment_means(const double[::1] x, Py_ssize_t L, Py_ssize_t i0, double[::1] out):
+def segment_means(const double[::1] x, Py_ssize_t L, Py_ssize_t i0, float[::1] out):
     """Fill out[i0:] with mean(x[t:t+L]) - x[t], for the PAA bound: kept apart from x[t], the
-    segment mean loses no digits to a price offset."""
+    segment mean loses no digits to a price offset, and float32 halves the memory it streams
+    (the kernels widen the bound for its rounding)."""
     cdef Py_ssize_t i1 = out.shape[0], t, j
     cdef double a
     if i1 > x.shape[0] - L + 1 or i0 < 0 or L < 1:
@@ -812,18 +801,18 @@ def envelope(const double[::1] x, Py_ssize_t r, Py_ssize_t t0, double[::1] up, d
 
 cdef class Series:
     """Read-only views of a series and its precomputation, checked once for consistency."""
-    cdef const double[::1] x, rem, isg, sm, ux, lx
-    cdef const unsigned char[::1] st
+    cdef const double[::1] x, rem, isg, ux, lx
+    cdef const float[::1] sm
     cdef Py_ssize_t m, r
 
     def __init__(self, x, Py_ssize_t m, stats, Py_ssize_t r, envelope):
         self.x = x
-        self.rem, self.isg, self.st, self.sm = stats
+        self.rem, self.isg, self.sm = stats
         self.m = m
         self.r = r
         n = self.x.shape[0] - m + 1
         L = segment_length(m)
-        if m < 1 or n < 1 or not (self.rem.shape[0] == self.isg.shape[0] == self.st.shape[0] == n):
+        if m < 1 or n < 1 or not self.rem.shape[0] == self.isg.shape[0] == n:
             raise ValueError("stats do not match the series")
         if L and self.sm.shape[0] != self.x.shape[0] - L + 1:
             raise ValueError("segment means do not match the series")
@@ -833,7 +822,7 @@ cdef class Series:
                 raise ValueError("DTW needs the series envelope")
 
     cdef int scan(self, Work* W, Pool* P, Py_ssize_t stop) noexcept nogil:
-        return search(W, P, &self.x[0], &self.rem[0], &self.isg[0], &self.st[0],
+        return search(W, P, &self.x[0], &self.rem[0], &self.isg[0],
                       &self.sm[0] if W.seg else NULL, &self.ux[0] if self.r >= 0 else NULL,
                       &self.lx[0] if self.r >= 0 else NULL, 0, stop)
 
@@ -892,7 +881,7 @@ def search_batch(Series S, const Py_ssize_t[::1] positions, Py_ssize_t exclusion
         if rc == 0:
             for t in range(positions.shape[0]):
                 qs = positions[t] - m + 1
-                if S.st[qs] == MISSING or qs - gap < 0:
+                if S.isg[qs] != S.isg[qs] or qs - gap < 0:     # a NaN in the query
                     continue
                 prepare_query(&W, &S.x[qs])
                 pool_reset(&P)

@@ -115,8 +115,8 @@ class MotifIndex:
     def __init__(self, series):
         self._x = _series(series)
         self._n = len(self._x)
-        # m -> per window: rem (window i's mean is x[i] + rem[i]), 1/std, status; per position:
-        # PAA segment means (as offsets from x[t])
+        # m -> per window: rem (window i's mean is x[i] + rem[i]), 1/std (0: flat, NaN: holds a
+        # NaN); per position: PAA segment means as float32 offsets from x[t]
         self._stats: dict[int, tuple[np.ndarray, ...]] = {}
         self._env: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
@@ -161,9 +161,9 @@ class MotifIndex:
     def _extend_stats(self, m: int, n0: int) -> None:
         """Compute the stats of windows of m points that were incomplete with n0 values."""
         x, n = self._x[: self._n], self._n
-        rem, isg, st, sm = self._stats[m]
+        rem, isg, sm = self._stats[m]
         w = max(n - m + 1, 0)
-        _motif.rolling_stats(x, m, max(n0 - m + 1, 0), rem[:w], isg[:w], st[:w])
+        _motif.rolling_stats(x, m, max(n0 - m + 1, 0), rem[:w], isg[:w])
         seg = _motif.paa_segment(m)
         if seg and n >= seg:
             _motif.segment_means(x, seg, max(n0 - seg + 1, 0), sm[: n - seg + 1])
@@ -173,7 +173,7 @@ class MotifIndex:
         Call with the lock held and m <= len(self)."""
         n, cap = self._n, len(self._x)
         if m not in self._stats:
-            self._stats[m] = (np.empty(cap), np.empty(cap), np.empty(cap, dtype=np.uint8), np.empty(cap))
+            self._stats[m] = (np.empty(cap), np.empty(cap), np.empty(cap, dtype=np.float32))
             self._extend_stats(m, 0)
         env = None
         if r >= 0:
@@ -182,8 +182,8 @@ class MotifIndex:
                 _motif.envelope(self._x[:n], r, 0, *(a[:n] for a in self._env[r]))
             env = tuple(a[:n] for a in self._env[r])
         w, seg = n - m + 1, _motif.paa_segment(m)
-        rem, isg, st, sm = self._stats[m]
-        stats = (rem[:w], isg[:w], st[:w], sm[: n - seg + 1])
+        rem, isg, sm = self._stats[m]
+        stats = (rem[:w], isg[:w], sm[: n - seg + 1])
         return _motif.Series(self._x[:n], m, stats, r, env)
 
     def knn(self, query, k: int, *, exclusion=None, metric: str = "ed", window=None):

@@ -215,6 +215,18 @@ def test_large_offset_and_tiny_variance_keep_their_digits():
         assert_same(knn(x, q + 2.0**20, 5, metric=metric), reference_knn(y, q, 5, metric=metric))
 
 
+@pytest.mark.parametrize("metric", ["ed", "dtw"])
+def test_an_exact_copy_is_at_distance_zero_at_any_offset(metric):
+    """One spike then a flat run, 3e5 away from zero: a std of 6e-5 with a mean whose last
+    digit alone (ulp 6e-11) is 1e-6 std. Normalising with a rounded mean would put the copy
+    at sqrt(m) * 1e-6 instead of 0."""
+    rng = np.random.default_rng(13)
+    pattern = np.r_[-300000.0018307, np.full(24, -300000.00153937)]
+    x = np.r_[-300000.0 + rng.normal(scale=1e-3, size=40), pattern, -300000.0 + rng.normal(scale=1e-3, size=40)]
+    starts, dist = knn(x, pattern, 1, metric=metric)
+    assert starts.tolist() == [40] and dist[0] < 1e-9
+
+
 def test_inputs_are_not_modified():
     rng = np.random.default_rng(10)
     x = walk(rng, 1000)
