@@ -216,6 +216,7 @@ class Executor:
         self._reconciled_at: int | None = None  # snapshot.reconnects when we last reconciled
         self._next_dms = 0.0
         self._kill_handled = False
+        self._kill_cancel_at = 0.0
         # consistency baseline: position and the cumQty of the orders tracked since then
         self._base_pos = 0
         self._base_cum: dict[str, int] = {}
@@ -439,11 +440,15 @@ class Executor:
         self._mismatch_since = None
 
     def _on_kill(self, reason: str, snap) -> Target | None:
-        """Cancel everything once per trip (and again if orders reappear); flatten if configured."""
-        ours = self.journal.open_orders()
-        if not self._kill_handled or snap.orders or any(o.status == "live" for o in ours):
-            logger.error("kill switch (%s): canceling all orders", reason)
-            self.journal.record_event("kill", {"reason": reason})
+        """Cancel everything when tripped, and again (at most once per confirm_timeout_s) while
+        orders still show; flatten if configured."""
+        now = self.clock.monotonic()
+        live = snap.orders or any(o.status == "live" for o in self.journal.open_orders())
+        if not self._kill_handled or (live and now - self._kill_cancel_at >= self.config.confirm_timeout_s):
+            if not self._kill_handled:
+                logger.error("kill switch (%s): canceling all orders", reason)
+                self.journal.record_event("kill", {"reason": reason})
+            self._kill_cancel_at = now
             try:
                 for row in self.rest.cancel_all(text="sniper: kill switch") or ():
                     self.journal.update_from_exchange(row)
