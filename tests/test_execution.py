@@ -222,3 +222,14 @@ def test_dead_mans_switch_cancels_orders_of_a_dead_process(sim_server, rigs):
     rig.executor.stop(cancel=False)  # the process "dies" with its order working
     sim_server.control("clock", {"advance": TEST_EXECUTION.dead_mans_switch_ms / 1000 + 1})
     wait_for(lambda: not exchange_view(rig.rest)[1], what="the exchange canceled it")
+
+
+def test_places_nothing_while_the_state_is_not_ready(sim_server, rigs):
+    rig = rigs(sim_server, DEEP)
+    sim_server.control("fault", {"mode": "drop", "seconds": 0.5})  # websocket gone, reconnects refused
+    wait_for(lambda: not rig.state.snapshot(depth=1).ready, what="not ready")
+    rig.executor.set_target(Target(100, "market", "blind"))
+    wait_for(lambda: rig.executor.last_status == "not-ready", what="the executor to notice")
+    assert exchange_view(rig.rest)[2] == []
+    wait_for(lambda: rig.reached(Target(100)), 10, what="target after reconnect")
+    assert_agrees(rig, 100)
