@@ -2,6 +2,10 @@
 typed errors, rate-limit pacing and retries only where a retry cannot create
 a second order.
 
+Results are BitMEX's JSON rows, typed as TypedDicts (OrderRow, PositionRow,
+MarginRow, FillRow): the same dicts the websocket carries, so REST and
+websocket views of an order fold into the journal the same way.
+
 What is retried: reads; and writes the caller marks idempotent — a POST
 /order carrying a clOrdID (the exchange refuses a second order with the same
 clOrdID, and a "Duplicate clOrdID" answer after a lost reply means the first
@@ -12,7 +16,8 @@ the first error. A 503 or 429 storm therefore costs time, never an extra order.
 Pacing: BitMEX reports `x-ratelimit-limit`, `-remaining` and `-reset` on each
 reply; once the remaining budget falls below a share of the limit the client
 sends no faster than the budget refills ((reset - now) / (limit - remaining)
-apart), so it slows down *before* the exchange answers 429. All waits go through the clock, so tests can run fast.
+apart), so it slows down *before* the exchange answers 429. All waits go
+through the clock, so tests can run fast.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from typing import TypedDict
 from urllib.parse import quote, urlencode
 
 import requests
@@ -69,6 +75,54 @@ class NotFound(ExchangeError):
 
 class Timeout(ExchangeError):
     """No answer (timeout or broken connection): the request may or may not have been applied."""
+
+
+class OrderRow(TypedDict, total=False):
+    """An order as BitMEX returns it (the fields the executor relies on)."""
+
+    orderID: str
+    clOrdID: str
+    symbol: str
+    side: str
+    orderQty: int
+    price: float | None
+    ordType: str
+    timeInForce: str
+    execInst: str
+    ordStatus: str
+    leavesQty: int
+    cumQty: int
+    avgPx: float | None
+    text: str
+    error: str  # only on a DELETE /order row that could not be canceled
+    timestamp: str
+
+
+class PositionRow(TypedDict, total=False):
+    symbol: str
+    currentQty: int
+    avgEntryPrice: float | None
+    markPrice: float | None
+    liquidationPrice: float | None
+    timestamp: str
+
+
+class MarginRow(TypedDict, total=False):
+    currency: str
+    walletBalance: int  # XBt
+    marginBalance: int  # XBt
+    availableMargin: int
+
+
+class FillRow(TypedDict, total=False):
+    execID: str
+    orderID: str
+    clOrdID: str
+    side: str
+    lastQty: int
+    lastPx: float
+    execType: str
+    transactTime: str
 
 
 _BY_STATUS = {400: Rejected, 401: AuthError, 403: AuthError, 404: NotFound, 503: Overloaded}
@@ -185,7 +239,7 @@ class RestClient:
             self.clock.sleep(wait)
 
     # ------------------------------------------------------------------ orders
-    def place_order(self, **params) -> dict:
+    def place_order(self, **params) -> OrderRow:
         """POST /order. With a clOrdID it is retried safely, and a duplicate-clOrdID answer
         returns the existing order (the earlier attempt, or an earlier process, placed it)."""
         params.setdefault("symbol", self.symbol)
@@ -202,18 +256,18 @@ class RestClient:
                         existing.get("ordStatus"))
             return existing
 
-    def amend_order(self, *, orderID: str | None = None, origClOrdID: str | None = None, **changes) -> dict:
+    def amend_order(self, *, orderID: str | None = None, origClOrdID: str | None = None, **changes) -> OrderRow:
         """PUT /order with absolute values (price, orderQty): repeating it changes nothing."""
         body = {k: v for k, v in {"orderID": orderID, "origClOrdID": origClOrdID, **changes}.items()
                 if v is not None}
         return self.request("PUT", "/order", body=body, idempotent=True)
 
     def cancel_order(self, *, orderID: str | None = None, clOrdID: str | None = None, text: str | None = None
-                     ) -> list[dict]:
+                     ) -> list[OrderRow]:
         body = {k: v for k, v in {"orderID": orderID, "clOrdID": clOrdID, "text": text}.items() if v is not None}
         return self.request("DELETE", "/order", body=body, idempotent=True)
 
-    def cancel_all(self, text: str | None = None) -> list[dict]:
+    def cancel_all(self, text: str | None = None) -> list[OrderRow]:
         body = {"symbol": self.symbol} | ({"text": text} if text else {})
         return self.request("DELETE", "/order/all", body=body, idempotent=True)
 
@@ -222,27 +276,27 @@ class RestClient:
         return self.request("POST", "/order/cancelAllAfter", body={"timeout": int(timeout_ms)}, idempotent=True)
 
     # ------------------------------------------------------------------ reads
-    def orders(self, *, open_only: bool = False, count: int = 500, filter: dict | None = None) -> list[dict]:
+    def orders(self, *, open_only: bool = False, count: int = 500, filter: dict | None = None) -> list[OrderRow]:
         flt = dict(filter or {})
         if open_only:
             flt["open"] = True
         return self.request("GET", "/order", params={"symbol": self.symbol, "filter": flt or None,
                                                       "count": count, "reverse": True})
 
-    def order_by_clordid(self, clordid: str) -> dict | None:
+    def order_by_clordid(self, clordid: str) -> OrderRow | None:
         rows = self.orders(filter={"clOrdID": clordid}, count=5)
         return next((r for r in rows if r.get("clOrdID") == clordid), None)
 
-    def position(self) -> dict | None:
+    def position(self) -> PositionRow | None:
         rows = self.request("GET", "/position", params={"filter": {"symbol": self.symbol}})
         return next((r for r in rows or () if r.get("symbol") == self.symbol), None)
 
-    def fills(self, *, count: int = 500, start_time: str | None = None) -> list[dict]:
+    def fills(self, *, count: int = 500, start_time: str | None = None) -> list[FillRow]:
         """Our recent trade executions (GET /execution/tradeHistory), newest first."""
         return self.request("GET", "/execution/tradeHistory", params={
             "symbol": self.symbol, "count": count, "reverse": True, "startTime": start_time})
 
-    def margin(self) -> dict:
+    def margin(self) -> MarginRow:
         return self.request("GET", "/user/margin")
 
     def instrument(self) -> dict | None:
