@@ -202,12 +202,10 @@ class Executor:
     directly); `start()` runs cycles on a thread until `stop()`."""
 
     def __init__(self, rest: RestClient, state, journal: Journal, risk: RiskGate, clock,
-                 config: ExecutionConfig | None = None, *, symbol: str = "XBTUSD",
-                 on_event: Callable[[str, dict], None] | None = None) -> None:
+                 config: ExecutionConfig | None = None, *, symbol: str = "XBTUSD") -> None:
         self.rest, self.state, self.journal, self.risk, self.clock = rest, state, journal, risk, clock
         self.config = config or ExecutionConfig()
         self.symbol = symbol
-        self._on_event = on_event or (lambda kind, data: None)
         self._lock = threading.Lock()  # guards _wanted, the one field other threads write
         self._wanted: Target | None = None
         self._stop = threading.Event()
@@ -375,7 +373,6 @@ class Executor:
         self._intent = self.journal.record_intent(wanted.qty, wanted.style, wanted.reason)
         logger.info("new target %+d (%s): %s [intent %d]", wanted.qty, wanted.style, wanted.reason,
                     self._intent.id)
-        self._on_event("intent", {"id": self._intent.id, "qty": wanted.qty, "style": wanted.style})
 
     def _market(self, snap) -> Market:
         inst = snap.instrument or {}
@@ -495,7 +492,6 @@ class Executor:
         self._last_refusal = ""
         logger.info("place %s %s %d @ %s %s (%s)", rec.clordid, action.side, action.qty, action.price,
                     action.exec_inst or action.time_in_force, action.why)
-        self._on_event("place", {"clOrdID": rec.clordid, "side": action.side, "qty": action.qty})
         self._send_new(rec)
         return "acted"
 
@@ -503,7 +499,6 @@ class Executor:
         """Journal a risk refusal once per change of rule (the gate itself logs it)."""
         if verdict.rule != self._last_refusal:
             self.journal.record_event("refused", {"rule": verdict.rule, "message": verdict.message} | order)
-            self._on_event("refused", {"rule": verdict.rule, "message": verdict.message})
         self._last_refusal = verdict.rule
 
     def _resend(self, rec: OrderRecord) -> None:
