@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -254,6 +255,9 @@ def main() -> int:
         child = json.loads(out.read_text())
     finally:
         sim.stop()
+        if sim.log_path is not None:
+            sim.log_path.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return report(base, ours, child, args.moves)
 
 
