@@ -9,6 +9,7 @@ Timed, interleaved run by run, medians reported (one process, one thread each):
 - a NumPy FFT distance profile with the series' FFT and statistics precomputed, same top-k;
 - DTW brute force with aeon's numba dtw, timed on every 100th window and scaled up.
 The ED baselines must return the same starts as sniper; the run fails otherwise.
+Also timed: the no-look-ahead batch entry on 1 thread and on every core.
 """
 
 import os
@@ -28,7 +29,7 @@ import stumpy  # noqa: E402
 from aeon.distances import dtw_distance, dtw_pairwise_distance  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from sniper.motif import MotifIndex, knn  # noqa: E402
+from sniper.motif import MotifIndex, _cpus, knn  # noqa: E402
 
 N, M, STRETCH, NOISE = 568_000, 100, 300_000, 0.5
 KS = (1, 10)
@@ -143,6 +144,16 @@ def main(argv: list[str]) -> int:
         "ED k=10 vs stumpy": (ratios["ED k=10: stumpy.mass + top-k"], ">="),
         "DTW k=10 ms": (ms["sniper DTW 10%, MotifIndex, k=10"], "<="),
     }
+    positions = np.arange(N - 400, N)
+    batch = {}
+    for _ in range(3):
+        for jobs in (1, _cpus()):
+            t0 = time.perf_counter()
+            index.batch(M, 10, positions, n_jobs=jobs)
+            batch.setdefault(jobs, []).append(time.perf_counter() - t0)
+    one, many = (statistics.median(batch[j]) for j in (1, _cpus()))
+    print(f"batch, ED k=10, {len(positions)} positions at the end: 1 thread {one * 1e3:.0f} ms, "
+          f"{_cpus()} threads {many * 1e3:.0f} ms ({one / many:.2f}x)")
     ok = True
     print("floors:")
     for name, (value, op) in checks.items():

@@ -16,6 +16,8 @@ cdef enum:
     GROUP = 32    # neighbouring windows evaluated together, one SIMD lane each
     CHUNK = 2    # query points between two early-abandon checks of a group
     BLOCK = 64   # windows between two exact restarts of the rolling sums
+    QUERIES = 8  # batch queries that share each pass over the series
+    SPAN = 16384     # windows per block of that pass (its data stays in L2)
 
 cdef inline double bound_limit(double limit) noexcept nogil:
     """What a lower bound must exceed to prune: the k-th best plus a slack (1e-9 relative,
@@ -657,8 +659,7 @@ cdef int search(Work* W, Pool* P, const double* x, const double* rem, const doub
                 Py_ssize_t stop) noexcept nogil:
     """Offer to P every window start in [start, stop) that can still matter; W holds a
     prepared query. x must hold stop + m - 1 values; x[t] + sm[t] is the mean of
-    x[t:t+W.seg].
-    Returns -1 when out of memory.
+    x[t:t+W.seg] (sm NULL: no PAA bound). Returns -1 when out of memory.
 
     Windows go by groups of GROUP neighbours through a cascade of lower bounds, each pruning
     lanes for the next: for ED the PAA bound (segment means), then the distance itself; for
@@ -674,7 +675,7 @@ cdef int search(Work* W, Pool* P, const double* x, const double* rem, const doub
     cdef const double* lxg = NULL
     cdef const double* rg
     cdef const double* sg
-    cdef bint dtw = W.r >= 0, alive, flats
+    cdef bint dtw = W.r >= 0, paa = W.seg and sm != NULL, alive, flats
     if W.flat:
         # z-normalised flat windows are all zeros: 0 to each other, sqrt(m) to anything else
         for i in range(start, stop):
@@ -692,7 +693,7 @@ cdef int search(Work* W, Pool* P, const double* x, const double* rem, const doub
             xg = x + g
             rg = rem + g
             sg = isg + g
-            if W.seg:
+            if paa:
                 smg = sm + g
             if dtw:
                 uxg = ux + g
@@ -701,7 +702,7 @@ cdef int search(Work* W, Pool* P, const double* x, const double* rem, const doub
             xg = padded(x + g, nw + m - 1, W.xt, GROUP + m - 1, 0.0)
             rg = padded(rem + g, nw, W.rt, GROUP, 0.0)
             sg = padded(isg + g, nw, W.isgt, GROUP, NAN)
-            if W.seg:
+            if paa:
                 smg = padded(sm + g, nw + m - W.seg, W.smt, GROUP + m - W.seg, <float> 0.0)
             if dtw:
                 uxg = padded(ux + g, nw + m - 1, W.uxt, GROUP + m - 1, 0.0)
@@ -715,7 +716,7 @@ cdef int search(Work* W, Pool* P, const double* x, const double* rem, const doub
         if dtw:
             group_kim(xg, rg, sg, W.z, m, lb, acc)
             alive = keep_alive(acc, lb)
-        if alive and W.seg:
+        if alive and paa:
             # each segment's term is at most 1/seg of its points' share of the full sum; the
             # float32 error moves the bound by at most 2 delta sqrt(m lb) + m delta^2
             plim = (lb + 2.0 * delta * sqrt(m * lb) + m * delta * delta) / W.seg
@@ -804,27 +805,32 @@ cdef class Series:
     cdef const double[::1] x, rem, isg, ux, lx
     cdef const float[::1] sm
     cdef Py_ssize_t m, r
+    cdef bint paa
 
     def __init__(self, x, Py_ssize_t m, stats, Py_ssize_t r, envelope):
+        """stats: (rem, isg, sm) of `rolling_stats` and `segment_means`, sm None for no PAA
+        bound; envelope: (up, lo) of `envelope` for DTW (r >= 0)."""
         self.x = x
-        self.rem, self.isg, self.sm = stats
+        self.rem, self.isg, sm = stats
+        self.paa = sm is not None and segment_length(m) > 0
+        if self.paa:
+            self.sm = sm
         self.m = m
         self.r = r
         n = self.x.shape[0] - m + 1
-        L = segment_length(m)
         if m < 1 or n < 1 or not self.rem.shape[0] == self.isg.shape[0] == n:
             raise ValueError("stats do not match the series")
-        if L and self.sm.shape[0] != self.x.shape[0] - L + 1:
+        if self.paa and self.sm.shape[0] != self.x.shape[0] - segment_length(m) + 1:
             raise ValueError("segment means do not match the series")
         if r >= 0:
             self.ux, self.lx = envelope
             if self.ux.shape[0] != self.x.shape[0] or self.lx.shape[0] != self.x.shape[0]:
                 raise ValueError("DTW needs the series envelope")
 
-    cdef int scan(self, Work* W, Pool* P, Py_ssize_t stop) noexcept nogil:
+    cdef int scan(self, Work* W, Pool* P, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
         return search(W, P, &self.x[0], &self.rem[0], &self.isg[0],
-                      &self.sm[0] if W.seg else NULL, &self.ux[0] if self.r >= 0 else NULL,
-                      &self.lx[0] if self.r >= 0 else NULL, 0, stop)
+                      &self.sm[0] if self.paa else NULL, &self.ux[0] if self.r >= 0 else NULL,
+                      &self.lx[0] if self.r >= 0 else NULL, start, stop)
 
 
 cdef int setup(Work* W, Pool* P, Py_ssize_t m, Py_ssize_t r, Py_ssize_t k,
@@ -853,7 +859,7 @@ def search_query(Series S, const double[::1] query, Py_ssize_t k, Py_ssize_t exc
         rc = setup(&W, &P, S.m, S.r, k, exclusion)
         if rc == 0:
             prepare_query(&W, &query[0])
-            rc = S.scan(&W, &P, S.rem.shape[0])
+            rc = S.scan(&W, &P, 0, S.rem.shape[0])
             if rc == 0:
                 n = pool_finish(&P, exclusion, &s_[0], &d_[0])
             work_free(&W)
@@ -866,30 +872,48 @@ def search_query(Series S, const double[::1] query, Py_ssize_t k, Py_ssize_t exc
 def search_batch(Series S, const Py_ssize_t[::1] positions, Py_ssize_t exclusion,
                  Py_ssize_t gap, Py_ssize_t[:, ::1] out_starts, double[:, ::1] out_dist):
     """Row t: the best earlier windows for the query of m points ending at positions[t], among
-    starts <= query start - gap. Unfilled slots keep their contents (the caller pre-fills)."""
-    cdef Py_ssize_t k = out_starts.shape[1], m = S.m, t, qs, rc
-    cdef Work W
-    cdef Pool P
-    if (out_starts.shape[0] != positions.shape[0] or out_dist.shape[0] != positions.shape[0]
-            or out_dist.shape[1] != k or k < 1 or exclusion < 1 or gap < exclusion):
+    starts <= query start - gap. Unfilled slots keep their contents (the caller pre-fills).
+
+    Queries go QUERIES at a time through the series in blocks of SPAN windows, so that each
+    block is read from memory once for all of them rather than once per query."""
+    cdef Py_ssize_t k = out_starts.shape[1], m = S.m, n = positions.shape[0]
+    cdef Py_ssize_t t, c, q, nq, b, qs, rc = 0, ready = 0, far
+    cdef Work W[QUERIES]
+    cdef Pool P[QUERIES]
+    cdef Py_ssize_t stop[QUERIES]
+    if (out_starts.shape[0] != n or out_dist.shape[0] != n or out_dist.shape[1] != k or k < 1
+            or exclusion < 1 or gap < exclusion):
         raise ValueError("bad output shape, k, exclusion or gap")
-    for t in range(positions.shape[0]):
+    for t in range(n):
         if not m - 1 <= positions[t] < S.x.shape[0]:
             raise IndexError(f"position {positions[t]} has no full window of {m} points")
     with nogil:
-        rc = setup(&W, &P, m, S.r, k, exclusion)
-        if rc == 0:
-            for t in range(positions.shape[0]):
-                qs = positions[t] - m + 1
-                if S.isg[qs] != S.isg[qs] or qs - gap < 0:     # a NaN in the query
-                    continue
-                prepare_query(&W, &S.x[qs])
-                pool_reset(&P)
-                rc = S.scan(&W, &P, qs - gap + 1)
-                if rc < 0:
-                    break
-                pool_finish(&P, exclusion, &out_starts[t, 0], &out_dist[t, 0])
-            work_free(&W)
-            pool_free(&P)
+        while ready < QUERIES and rc == 0:
+            rc = setup(&W[ready], &P[ready], m, S.r, k, exclusion)
+            ready += rc == 0
+        c = 0
+        while c < n and rc == 0:
+            nq = n - c if n - c < QUERIES else QUERIES
+            far = 0
+            for q in range(nq):
+                qs = positions[c + q] - m + 1
+                stop[q] = qs - gap + 1 if S.isg[qs] == S.isg[qs] else 0    # NaN: no query
+                if stop[q] > 0:
+                    prepare_query(&W[q], &S.x[qs])
+                    pool_reset(&P[q])
+                    far = stop[q] if stop[q] > far else far
+            b = 0
+            while b < far and rc == 0:
+                for q in range(nq):
+                    if b < stop[q] and rc == 0:
+                        rc = S.scan(&W[q], &P[q], b, stop[q] if stop[q] < b + SPAN else b + SPAN)
+                b += SPAN
+            for q in range(nq):
+                if stop[q] > 0 and rc == 0:
+                    pool_finish(&P[q], exclusion, &out_starts[c + q, 0], &out_dist[c + q, 0])
+            c += nq
+        for q in range(ready):
+            work_free(&W[q])
+            pool_free(&P[q])
     if rc < 0:
         raise MemoryError()

@@ -95,6 +95,11 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _magnitude(x: np.ndarray) -> float:
+    finite = np.abs(x[np.isfinite(x)])
+    return float(finite.max()) if len(finite) else 0.0
+
+
 def _empty() -> tuple[np.ndarray, np.ndarray]:
     return np.empty(0, dtype=np.intp), np.empty(0)
 
@@ -115,6 +120,7 @@ class MotifIndex:
     def __init__(self, series):
         self._x = _series(series)
         self._n = len(self._x)
+        self._big = _magnitude(self._x)
         # m -> per window: rem (window i's mean is x[i] + rem[i]), 1/std (0: flat, NaN: holds a
         # NaN); per position: PAA segment means as float32 offsets from x[t]
         self._stats: dict[int, tuple[np.ndarray, ...]] = {}
@@ -142,6 +148,7 @@ class MotifIndex:
                 self._grow(max(n, 2 * len(self._x)))
             self._x[n0:n] = v
             self._n = n
+            self._big = max(self._big, _magnitude(v))
             x = self._x[:n]
             for m in self._stats:
                 self._extend_stats(m, n0)
@@ -183,7 +190,8 @@ class MotifIndex:
             env = tuple(a[:n] for a in self._env[r])
         w, seg = n - m + 1, _motif.paa_segment(m)
         rem, isg, sm = self._stats[m]
-        stats = (rem[:w], isg[:w], sm[: n - seg + 1])
+        # float32 segment offsets cannot hold spans of 1e38; no PAA bound for such series
+        stats = (rem[:w], isg[:w], sm[: n - seg + 1] if self._big < 1e30 else None)
         return _motif.Series(self._x[:n], m, stats, r, env)
 
     def knn(self, query, k: int, *, exclusion=None, metric: str = "ed", window=None):

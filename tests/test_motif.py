@@ -227,6 +227,15 @@ def test_an_exact_copy_is_at_distance_zero_at_any_offset(metric):
     assert starts.tolist() == [40] and dist[0] < 1e-9
 
 
+def test_huge_magnitudes_match_brute_force():
+    """Spans beyond float32 (the PAA bound's segment offsets) switch that bound off."""
+    rng = np.random.default_rng(14)
+    x = walk(rng, 3000) * 1e39
+    q = x[100:164] + rng.normal(scale=1e38, size=64)
+    for metric in ("ed", "dtw"):
+        assert_same(knn(x, q, 5, metric=metric), reference_knn(x, q, 5, metric=metric))
+
+
 def test_inputs_are_not_modified():
     rng = np.random.default_rng(10)
     x = walk(rng, 1000)

@@ -17,8 +17,9 @@ def walk(rng, n):
 
 @pytest.fixture(scope="module")
 def series():
-    x = walk(np.random.default_rng(20), 3000)
-    x[[500, 2100]] = np.nan
+    """Long enough for the batch to cross blocks of its pass over the series."""
+    x = walk(np.random.default_rng(20), 40_000)
+    x[[500, 2100, 33_000]] = np.nan
     return x
 
 
@@ -26,7 +27,8 @@ def series():
 @pytest.mark.parametrize("horizon", [0, 25])
 def test_batch_rows_are_brute_force_over_the_past(series, metric, horizon):
     m, k = 40, 4
-    positions = [39, 60, 600, 1500, 2110, 2999]  # 39/60: no room; 2110: query holds a NaN
+    positions = [39, 60, 600, 1500, 2110, 17_000, 33_010, 39_999]  # 39/60: no room; 2110 and
+    # 33_010: the query holds a NaN
     starts, dist = knn_batch(series, m, k, positions, horizon=horizon, metric=metric)
     assert starts.shape == dist.shape == (len(positions), k)
     gap = max(math.ceil(m / 4), horizon)
@@ -47,7 +49,7 @@ def test_batch_rows_are_brute_force_over_the_past(series, metric, horizon):
 @pytest.mark.parametrize("metric", ["ed", "dtw"])
 def test_batch_uses_no_future_data(series, metric):
     rng = np.random.default_rng(21)
-    p = 1800
+    p = 21_800
     future = series.copy()
     future[p + 1:] = rng.normal(size=len(series) - p - 1) * 100.0
     a = knn_batch(series, 50, 5, [p], metric=metric, horizon=10)
@@ -58,18 +60,23 @@ def test_batch_uses_no_future_data(series, metric):
 
 
 def test_threads_change_nothing_but_speed(series):
-    idx = MotifIndex(series)
-    one = idx.batch(30, 3, n_jobs=1)
-    two = idx.batch(30, 3, n_jobs=2)
+    head = MotifIndex(series[:3000])
+    one = head.batch(30, 3, n_jobs=1)
+    two = head.batch(30, 3, n_jobs=2)
     np.testing.assert_array_equal(one[0], two[0])
     np.testing.assert_array_equal(one[1], two[1])
-    assert one[0].shape == (len(series) - 29, 3)  # default: every position with a full query
+    assert one[0].shape == (3000 - 29, 3)  # default: every position with a full query
+    idx, positions = MotifIndex(series), np.arange(20_000, 40_000, 997)
+    one = idx.batch(60, 4, positions, n_jobs=1, metric="dtw")
+    two = idx.batch(60, 4, positions, n_jobs=2, metric="dtw")
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
 
 
 def test_recent_after_appends_matches_the_batch(series):
     """The daemon's way: grow the index bar by bar and ask about the latest window."""
     m, k = 30, 3
-    clean = np.nan_to_num(series, nan=0.0)
+    clean = np.nan_to_num(series[:3000], nan=0.0)
     idx = MotifIndex(clean[:2000])
     for p in range(2000, 2050):
         idx.append(clean[p])
