@@ -23,6 +23,14 @@ Semantics, shared by the kernels and the reference:
   `exclusion` defaults to ceil(m / 4); 0 behaves as 1 (any two distinct starts).
 - Results: (starts, distances), sorted by distance then start; fewer than k when the series
   does not hold k such windows. Inputs are never modified.
+- Exact: the brute force's windows and distances (to rounding). Lower bounds prune only with
+  a slack of 1e-9 relative, 1e-12 absolute on squared distances, so only windows that tie
+  with the k-th best to within rounding can come out in either order. Supported values are
+  below about 1e150 in magnitude (squared deviations must fit in a double).
+
+Entry points: `knn` (one-off), `MotifIndex` (the daemon's: `append` bars, `recent` for the
+latest window, `knn` for any query, `batch` for backtests, no look-ahead), `knn_batch`, and
+`reference_knn`.
 """
 
 import math
