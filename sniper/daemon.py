@@ -12,18 +12,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import sys
 import threading
 
 from sniper import __version__, log
 from sniper.clock import RealClock
 from sniper.config import Config
+from sniper.ws.state import configure_switch_interval
 
 logger = logging.getLogger("sniper.daemon")
 
 STATUS_EVERY_S = 10.0
 TICK_S = 1.0  # supervisor cadence: watchdog ping while healthy, status line every STATUS_EVERY_S
-SWITCH_INTERVAL_S = 0.0005  # readers of the shared state must not wait a 5 ms GIL slice
 
 
 def _start_exchange(cfg: Config, stack: contextlib.ExitStack, creds) -> str:
@@ -60,7 +59,7 @@ def _status(state, client) -> dict:
 def run_daemon(cfg: Config, *, log_format: str | None = None, log_level: str | None = None) -> int:
     log.setup(level=log_level or cfg.logging.level, fmt=log_format or cfg.logging.format,
               file=cfg.logging.file, max_bytes=cfg.logging.max_bytes, backups=cfg.logging.backups)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    configure_switch_interval()
     stop = threading.Event()
 
     def on_signal(signum, _frame) -> None:

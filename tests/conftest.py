@@ -36,7 +36,8 @@ from sniper import auth
 from sniper.config import SIM_DEMO_KEY, SIM_DEMO_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# the reference data beside the checkout (../shared/data); SNIPER_SHARED_DATA points elsewhere
+SHARED_DATA = Path(os.environ.get("SNIPER_SHARED_DATA", ROOT.parent / "shared" / "data"))
 START_TIMEOUT_S = 60.0
 
 

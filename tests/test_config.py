@@ -1,5 +1,6 @@
 """Every class of config error names the file and the key, and `sniper run` exits 2 on it."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -138,7 +139,7 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 
 def test_config_is_frozen(tmp_path):
     cfg = config.load(write(tmp_path, "exchange: {base_url: sim}\n"), environ={})
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.risk.max_position = 10  # type: ignore[misc]
     assert "sim-demo-secret" not in repr(cfg)
 

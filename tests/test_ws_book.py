@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import orjson
 import pytest
+from conftest import SHARED_DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sniper.ws.book import BookError, L2Book, ReferenceBook
 from sniper.ws.state import State
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = SHARED_DATA
 STREAMS = DATA / "streams"
 
 

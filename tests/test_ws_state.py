@@ -9,10 +9,10 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from conftest import SHARED_DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +22,7 @@ from sniper.ws.book import ReferenceBook
 from sniper.ws.state import PRIVATE_TABLES, PUBLIC_TABLES, State, configure_switch_interval
 from sniper.ws.tables import DEFAULT_KEYS, OrderTable, Table
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = SHARED_DATA
 PAYLOADS = DATA / "bitmex-payloads"
 
 
