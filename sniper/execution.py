@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,7 +42,6 @@ IOC = "ImmediateOrCancel"
 GTC = "GoodTillCancel"
 ERROR_BACKOFF_S, ERROR_BACKOFF_CAP_S = 0.05, 2.0  # after a failed cycle
 WAIT_SLICE_S = 0.02  # longest wait before re-checking for a new target
-TOUCH_POLL_S = 0.0002  # poll period of the book's message counter while a passive order chases
 
 
 @dataclass(frozen=True)
@@ -287,29 +285,16 @@ class Executor:
 
     def _wait_for_change(self, timeout: float) -> None:
         """Sleep until a new target, a private websocket change, a move of the touch (only while a
-        passive order works: it must follow) or `timeout`. The state offers a wait for private
-        messages only, so the touch is watched by polling its message counter."""
+        passive order works: it must follow) or `timeout`. Waits in slices so a new target or
+        stop() is seen within WAIT_SLICE_S."""
         deadline = self.clock.monotonic() + timeout
         private = self.state.private_seq
         chasing = any(o.status == "live" and order_style(o) == "passive" for o in self.journal.open_orders())
-        snap = self.state.snapshot(depth=1)
-        top, seq = (snap.best_bid, snap.best_ask), self.state.seq
+        touch = self.state.touch() if chasing else None
         while not self._stop.is_set() and self._wanted is None:
             remaining = deadline - self.clock.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self.state.wait_change(private, touch, min(remaining, WAIT_SLICE_S)):
                 return
-            if not chasing:
-                if self.state.wait_private(private, min(remaining, WAIT_SLICE_S)) > private:
-                    return
-                continue
-            if self.state.private_seq > private:
-                return
-            if self.state.seq != seq:
-                seq = self.state.seq
-                snap = self.state.snapshot(depth=1)
-                if (snap.best_bid, snap.best_ask) != top:
-                    return
-            time.sleep(TOUCH_POLL_S)
 
     # ------------------------------------------------------------------ one cycle
     def step(self) -> str:

@@ -222,6 +222,28 @@ def test_wait_private_wakes_on_private_messages():
 
 # ---- readiness -------------------------------------------------------------------------
 
+def test_wait_change_wakes_on_a_touch_move_only():
+    state = ready_state()
+    seq, touch = state.private_seq, state.touch()
+    assert touch == (100.0, 101.0)
+    deeper = msg("orderBookL2", "insert", [{"symbol": "XBTUSD", "id": 3, "side": "Buy", "size": 5, "price": 99.0}])
+    timer = threading.Timer(0.02, state.apply_message, [deeper])
+    timer.start()
+    started = time.monotonic()
+    assert state.wait_change(seq, touch, 0.3) is False  # a level behind the touch is no reason to wake
+    assert time.monotonic() - started >= 0.29
+    timer.join()
+    better = msg("orderBookL2", "insert", [{"symbol": "XBTUSD", "id": 4, "side": "Buy", "size": 5, "price": 100.5}])
+    timer = threading.Timer(0.05, state.apply_message, [better])
+    timer.start()
+    started = time.monotonic()
+    assert state.wait_change(seq, touch, 5.0) is True
+    assert time.monotonic() - started < 2.0 and state.touch() == (100.5, 101.0)
+    timer.join()
+    assert state.touch_waiters == 0
+    assert state.wait_change(seq, None, 0.01) is False  # without a touch only private messages count
+
+
 def test_ready_only_after_every_partial():
     state = State()
     assert not state.snapshot().ready

@@ -60,18 +60,6 @@ def _invalid(name: str) -> ExchangeError:
     return ExchangeError(400, f"Invalid {name}", "ValidationError")
 
 
-def _to_int(name: str, value) -> int:
-    if isinstance(value, bool):
-        raise _invalid(name)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise _invalid(name) from None
-    if not math.isfinite(number) or number != int(number):
-        raise _invalid(name)
-    return int(number)
-
-
 def _to_float(name: str, value) -> float:
     if isinstance(value, bool):
         raise _invalid(name)
@@ -82,6 +70,13 @@ def _to_float(name: str, value) -> float:
     if not math.isfinite(number):
         raise _invalid(name)
     return number
+
+
+def _to_int(name: str, value) -> int:
+    number = _to_float(name, value)
+    if number != int(number):
+        raise _invalid(name)
+    return int(number)
 
 
 def _to_bool(name: str, value) -> bool:

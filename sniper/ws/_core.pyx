@@ -485,6 +485,10 @@ cdef class L2Book:
     def asks(self, depth=25):
         return self._levels(ASK, depth)
 
+    cdef inline double _top_key(self, int32_t side) noexcept:
+        """The best level's sort key on one side, 0 when empty (no price is 0): cheap to compare."""
+        return self.ent[side][self.n[side] - 1].key if self.n[side] else 0.0
+
     @property
     def best_bid(self):
         if not self.valid or self.n[BID] == 0:
@@ -660,6 +664,7 @@ cdef class StateCore:
     cdef public object funding_rate, funding_timestamp, mark_price, reason
     cdef public bint tables_ready, connected
     cdef public int64_t seq, private_seq, reconnects
+    cdef public int touch_waiters  # threads in State.wait_change watching the touch
     cdef public double last_rx
 
     def __cinit__(self, str symbol="XBTUSD", clock=None, *args, **kwargs):
@@ -680,6 +685,8 @@ cdef class StateCore:
         cdef double t = self._mono()
         cdef PyObject* o
         cdef int action, rc
+        cdef double bid0, ask0
+        cdef bint moved
         try:
             msg = _loads(raw)
         except (ValueError, TypeError):
@@ -699,13 +706,18 @@ cdef class StateCore:
                     data = <list>o
                     self.lock.acquire_()
                     try:
+                        bid0 = self.book._top_key(BID)
+                        ask0 = self.book._top_key(ASK)
                         rc = self.book._apply(action, data)
                         self.seq += 1
                         self.last_rx = t
+                        moved = not (bid0 == self.book._top_key(BID) and ask0 == self.book._top_key(ASK))
                     finally:
                         self.lock.release_()
                     if rc != R_OK:
                         self._book_failed(raw)
+                    elif moved and self.touch_waiters:
+                        self._wake_waiters()
                     return
         self._apply_slow(msg, raw, t)
 
@@ -770,4 +782,7 @@ cdef class StateCore:
         raise NotImplementedError
 
     def _book_failed(self, raw):
+        raise NotImplementedError
+
+    def _wake_waiters(self):
         raise NotImplementedError

@@ -89,7 +89,7 @@ class State(StateCore):
         self.subscribed: set[str] = set()
         self._executions: deque[tuple[int, Mapping]] = deque(maxlen=execution_history)
         self._exec_ids: OrderedDict[str, None] = OrderedDict()
-        self._private_cv = threading.Condition(threading.Lock())
+        self._change_cv = threading.Condition(threading.Lock())  # private messages, touch moves
         self._publish_all()
 
     # ---- sessions ----------------------------------------------------------
@@ -128,9 +128,34 @@ class State(StateCore):
     def wait_private(self, after_seq: int, timeout: float) -> int:
         """Block until private_seq > after_seq (an order/execution/position/
         margin/wallet message arrived) or `timeout` seconds; returns private_seq."""
-        with self._private_cv:
-            self._private_cv.wait_for(lambda: self.private_seq > after_seq, timeout)
-            return self.private_seq
+        self.wait_change(after_seq, None, timeout)
+        return self.private_seq
+
+    def wait_change(self, private_after: int, touch: tuple | None, timeout: float) -> bool:
+        """Block until a private message arrives after `private_after`, or (when
+        `touch` is a (best_bid, best_ask) pair) the touch differs from it, or
+        `timeout` seconds pass; True when something changed. A passive order
+        chases the touch with this instead of polling the book."""
+        def changed() -> bool:
+            return self.private_seq > private_after or (touch is not None and self.touch() != touch)
+
+        with self._change_cv:
+            if touch is None:
+                return self._change_cv.wait_for(changed, timeout)
+            self.touch_waiters += 1
+            try:
+                return self._change_cv.wait_for(changed, timeout)
+            finally:
+                self.touch_waiters -= 1
+
+    def touch(self) -> tuple:
+        """(best_bid, best_ask) now, either None while that side is empty or unknown."""
+        with self.lock:
+            return self.book.best_bid, self.book.best_ask
+
+    def _wake_waiters(self) -> None:
+        with self._change_cv:
+            self._change_cv.notify_all()
 
     def executions_since(self, seq: int) -> tuple[Mapping, ...]:
         """Executions applied after private_seq was `seq`, oldest first (every
@@ -226,8 +251,7 @@ class State(StateCore):
             if private:
                 self.private_seq += 1
         if private:
-            with self._private_cv:
-                self._private_cv.notify_all()
+            self._wake_waiters()
         if problems:
             self._bad(f"bad {name} rows", raw, "; ".join(problems[:3]))
 
@@ -252,6 +276,8 @@ class State(StateCore):
             self.last_rx = t
         if not book.valid:
             self._book_failed(raw)
+        elif self.touch_waiters:
+            self._wake_waiters()
 
     def _book_failed(self, raw) -> None:
         """The stream contradicts the book: never patch it, ask for a resync."""
