@@ -192,6 +192,17 @@ def start_child(args: list[str]) -> subprocess.Popen:
     return proc
 
 
+def idle_cpu(pid: int, seconds: float) -> float:
+    """Share of one core a process burns over `seconds` of a quiet market (from /proc)."""
+    def used() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before, start = used(), time.monotonic()
+    time.sleep(seconds)
+    return (used() - before) / (time.monotonic() - start)
+
+
 def run_moves(sim, proxy: StampingProxy, n: int, bid: float, settle: callable) -> tuple[list, float]:
     """Move the best bid up one tick `n` times; returns [(frame, put)] stamps and the last bid."""
     pairs = []
@@ -211,6 +222,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--moves", type=int, default=1000)
     p.add_argument("--baseline-moves", type=int, default=300)
+    p.add_argument("--idle-seconds", type=float, default=3.0, help="CPU sampled while the book is quiet")
     p.add_argument("--child", choices=("executor", "raw"))
     p.add_argument("--url")
     p.add_argument("--journal")
@@ -236,6 +248,7 @@ def main() -> int:
         # baseline: the network stack alone
         raw = start_child(["--child", "raw", "--url", url])
         base, bid = run_moves(sim, proxy, args.baseline_moves, START_BID, lambda b: time.sleep(0.002))
+        idle = {"bare client": idle_cpu(raw.pid, args.idle_seconds)}
         raw.kill()
         raw.wait()
         # the executor
@@ -249,6 +262,7 @@ def main() -> int:
             time.sleep(0.05)
         time.sleep(0.1)
         ours, bid = run_moves(sim, proxy, args.moves, bid, lambda b: time.sleep(0.003))
+        idle["executor"] = idle_cpu(proc.pid, args.idle_seconds)
         proc.stdin.write("\n")
         proc.stdin.flush()
         proc.wait(20)
@@ -258,10 +272,10 @@ def main() -> int:
         if sim.log_path is not None:
             sim.log_path.unlink(missing_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
-    return report(base, ours, child, args.moves)
+    return report(base, ours, child, idle)
 
 
-def report(base: list, ours: list, child: dict, moves: int) -> int:
+def report(base: list, ours: list, child: dict, idle: dict) -> int:
     base_ms = [(b - a) * 1e3 for a, b in base]
     total_ms = [(b - a) * 1e3 for a, b in ours]
     rx, req = child["rx"], child["req"]
@@ -288,6 +302,8 @@ def report(base: list, ours: list, child: dict, moves: int) -> int:
     for k, v in means.items():
         print(f"  {k:12s} {v:7.3f} ms  {v / whole:6.1%}  (p50 {pct(split[k], .5):.3f}, p99 {pct(split[k], .99):.3f})")
     print(f"  REST: {child['rest']}")
+    print("CPU while a passive order rests on a quiet book: "
+          + ", ".join(f"{k} {v:.1%} of a core" for k, v in idle.items()))
     ok = p50 < FLOOR_P50_MS and p99 < FLOOR_P99_MS
     print(f"floor p50 < {FLOOR_P50_MS} ms, p99 < {FLOOR_P99_MS} ms: {'meets floor' if ok else 'BELOW FLOOR'}")
     print(f"p50_ms={p50:.3f} p99_ms={p99:.3f} moves={len(total_ms)}")
