@@ -104,8 +104,10 @@ class ReadyMonitor:
             time.sleep(0.001)
 
     def stop(self) -> list[bool]:
+        """The samples, ending with one taken now (the thread's last may predate the caller's news)."""
         self._stop.set()
         self._thread.join()
+        self.samples.append(self.state.snapshot(0).ready)
         return self.samples
 
 
