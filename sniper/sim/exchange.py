@@ -261,6 +261,7 @@ class Exchange:
         self._pending: dict[tuple[str, str, str | None], list] = {}
         self._dirty_accounts: dict[str, _Account] = {}
         self._last_quote: tuple | None = None
+        self._open_interest_sent = 0
         self._ts_cache = (None, "")
         # market state
         self.last_price: float | None = None
@@ -314,12 +315,19 @@ class Exchange:
             out.extend(self._book_messages())
         quote = self._quote_tuple()
         if quote != self._last_quote and (quote[0] is not None or quote[2] is not None):
+            if self._last_quote is None or quote[0::2] != self._last_quote[0::2]:
+                self._emit_touch()
             self._last_quote = quote
             out.append(("quote", "insert", [self.quote_row()], None))
         for (table, action, account), rows in self._pending.items():
             out.append((table, action, rows, account))
         self._pending = {}
         if self._dirty_accounts:
+            open_interest = self._open_interest()
+            if open_interest != self._open_interest_sent:
+                self._open_interest_sent = open_interest
+                out.append(("instrument", "update", [
+                    {"symbol": self.symbol, "openInterest": open_interest, "timestamp": self._ts()}], None))
             accounts, self._dirty_accounts = self._dirty_accounts, {}
             for acct in accounts.values():
                 n = self._numbers(acct)
@@ -334,6 +342,17 @@ class Exchange:
         for msg in out:
             for cb in self._subs:
                 cb(*msg)
+
+    def _emit_touch(self) -> None:
+        """BitMEX streams the instrument's bid/ask/mid as the touch moves; clients read them."""
+        bid, ask = self.best_bid(), self.best_ask()
+        self._emit("instrument", "update", {
+            "symbol": self.symbol, "bidPrice": bid, "askPrice": ask,
+            "midPrice": (bid + ask) / 2 if bid is not None and ask is not None else None, "timestamp": self._ts()})
+
+    def _open_interest(self) -> int:
+        """Contracts held long by the accounts (the replayed liquidity holds no positions)."""
+        return sum(max(0, a.qty) for a in self._accounts.values())
 
     def _book_messages(self) -> list:
         ts = self._ts()
@@ -1424,7 +1443,7 @@ class Exchange:
             midPrice=(bid + ask) / 2 if bid is not None and ask is not None else None,
             markPrice=self.mark_price, fairPrice=self.mark_price, markMethod="FairPrice",
             volume=self._volume, turnover=self._turnover,
-            openInterest=sum(max(0, a.qty) for a in self._accounts.values()),
+            openInterest=self._open_interest(),
             hasLiquidity=bid is not None or ask is not None, timestamp=self._ts(),
         )
         return row
