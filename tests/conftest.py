@@ -162,7 +162,7 @@ def sim_command(**opts) -> list[str]:
     cmd += ["--port", "0", "--seed", str(opts.get("seed", 1))]
     if opts.get("paused", True):
         cmd.append("--paused")
-    for name in ("speed", "data", "funding", "start", "l2_rate", "rate_limit", "host"):
+    for name in ("speed", "data", "funding", "start", "l2_rate", "rate_limit", "max_backlog", "host"):
         if opts.get(name) is not None:
             cmd += ["--" + name.replace("_", "-"), str(opts[name])]
     for key, secret, balance in opts.get("accounts") or []:

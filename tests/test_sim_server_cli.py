@@ -49,6 +49,7 @@ def test_module_entry_without_the_cli():
     (["--speed", "-2"], "must be >= 0"),
     (["--data", "/nonexistent/bars.csv.gz"], "bars.csv.gz"),
     (["--start", "not-a-time"], "not-a-time"),
+    (["--max-backlog", "0"], "max_backlog must be >= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, text):
     done = subprocess.run(ROOT_ARGS + ["--port", "0"] + args, capture_output=True, text=True, timeout=60)

@@ -188,3 +188,26 @@ def test_control_book_trade_mark_and_account(sim_server):
     assert wallet["amount"] == 50_000_000
     assert requests.post(sim_server.url + "/_control/trade", json={"side": "Up", "qty": 1},
                          timeout=5).status_code == 400
+
+
+def test_a_client_too_far_behind_is_cut_off_and_the_rest_carry_on(sim_factory):
+    sim = sim_factory(max_backlog=20)
+    slow = sim.ws(query="subscribe=orderBookL2:XBTUSD")
+    slow.until(lambda m: isinstance(m, dict) and m.get("action") == "partial")
+    sim.control("fault", {"mode": "stall", "seconds": 30})  # nothing is written: the backlog grows
+    for i in range(25):
+        sim.control("book", {"levels": [{"side": "Buy", "price": 5000.0 + i, "size": 1 + i}]})
+    state = sim.control("state", method="GET")
+    assert state["counters"].get("slow_disconnects") == 1
+    assert state["ws_backlog"] == 0  # the queue was released, not kept
+    sim.control("fault", method="DELETE")
+    with pytest.raises((websocket.WebSocketException, OSError)):
+        while True:  # whatever reached the socket before the cut, then the end of the stream
+            slow.conn.settimeout(3)
+            if slow.conn.recv() == "":
+                raise websocket.WebSocketConnectionClosedException("closed")
+    fresh = sim.ws(query="subscribe=orderBookL2:XBTUSD")
+    partial = fresh.until(lambda m: isinstance(m, dict) and m.get("action") == "partial")
+    assert {"side": "Buy", "price": 5024.0, "size": 25} in [
+        {k: row[k] for k in ("side", "price", "size")} for row in partial["data"]]
+

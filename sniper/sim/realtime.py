@@ -35,6 +35,7 @@ MSG_AUTH_ARGS = "authKeyExpires takes [apiKey, expires, signature]."
 MSG_ALREADY_AUTHENTICATED = "Already authenticated as a different API key."
 MSG_CANCEL_ARGS = "cancelAllAfter takes a timeout in milliseconds."
 STALL_POLL_S = 0.05
+DEFAULT_MAX_BACKLOG = 50_000  # frames queued to one client before it is cut off as too slow
 
 
 class Connection:
@@ -48,9 +49,22 @@ class Connection:
         self.topics: set[tuple[str, str | None]] = set()  # (table, symbol)
         self._out: deque[tuple[float, bytes]] = deque()
         self._wake = asyncio.Event()
+        self.cut_off = False
 
     def send(self, frame: bytes) -> None:
-        """Queue one text frame (never blocks; called from exchange callbacks)."""
+        """Queue one text frame (never blocks; called from exchange callbacks). A client
+        that lets `hub.max_backlog` frames pile up is disconnected, as BitMEX drops slow
+        consumers, so one stuck reader cannot grow the server's memory without bound."""
+        if self.cut_off:
+            return
+        if len(self._out) >= self.hub.max_backlog:
+            self.cut_off = True
+            self._out.clear()
+            self.hub.counters["slow_disconnects"] += 1
+            log.warning("websocket client %s fell %d frames behind; disconnecting it", self.api_key or "(public)",
+                        self.hub.max_backlog)
+            self.abort()
+            return
         delay = self.hub.faults.get("delay")
         self._out.append((time.monotonic() + delay.delay_ms / 1000.0 if delay else 0.0, frame))
         self._wake.set()
@@ -92,8 +106,10 @@ class Connection:
 class Hub:
     """All websocket connections of one simulator and the exchange-event fan-out."""
 
-    def __init__(self, exchange, faults, counters, sim_clock, real_clock) -> None:
+    def __init__(self, exchange, faults, counters, sim_clock, real_clock,
+                 max_backlog: int = DEFAULT_MAX_BACKLOG) -> None:
         self.exchange = exchange
+        self.max_backlog = max_backlog
         self.faults = faults
         self.counters = counters
         self.sim_clock = sim_clock

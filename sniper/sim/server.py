@@ -33,7 +33,7 @@ from sniper.sim import feed as feed_mod
 from sniper.sim.buckets import Buckets
 from sniper.sim.exchange import Exchange, iso, parse_time
 from sniper.sim.faults import Faults, RateLimiter
-from sniper.sim.realtime import WS_PATH, Hub, serve_websocket
+from sniper.sim.realtime import DEFAULT_MAX_BACKLOG, WS_PATH, Hub, serve_websocket
 from sniper.sim.rest_api import RestApi, json_response
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class SimOptions:
     start: str | float | None = None  # ISO text or epoch seconds; None = the feed's default
     l2_rate: float | None = None  # orderBookL2 messages per second; None = the feed's default
     rate_limit: int = DEFAULT_RATE_LIMIT  # 0 = unlimited
+    max_backlog: int = DEFAULT_MAX_BACKLOG  # frames queued to one websocket client before it is cut off
 
 
 class Sim:
@@ -83,7 +84,9 @@ class Sim:
         self.faults = Faults(opts.seed)
         self.limiter = RateLimiter(opts.rate_limit) if opts.rate_limit else None
         self.counters: Counter = Counter()
-        self.hub = Hub(self.exchange, self.faults, self.counters, self.clock, self.real_clock)
+        if opts.max_backlog < 1:
+            raise ValueError(f"max_backlog must be >= 1, got {opts.max_backlog}")
+        self.hub = Hub(self.exchange, self.faults, self.counters, self.clock, self.real_clock, opts.max_backlog)
         self.exchange.subscribe(self.hub.publish)
         self.rest = RestApi(self)
         self.url: str | None = None
@@ -345,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--l2-rate", type=_non_negative(float), help="orderBookL2 messages per second")
     p.add_argument("--rate-limit", type=_non_negative(int), default=DEFAULT_RATE_LIMIT,
                    help=f"REST requests per minute per key (default {DEFAULT_RATE_LIMIT}; 0 = unlimited)")
+    p.add_argument("--max-backlog", type=_non_negative(int), default=DEFAULT_MAX_BACKLOG,
+                   help=f"frames queued to one websocket client before it is disconnected as too slow "
+                        f"(default {DEFAULT_MAX_BACKLOG:,})")
     p.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -369,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     sniper_log.setup(args.log_level)
     opts = SimOptions(host=args.host, port=args.port, data=args.data, funding=args.funding, speed=args.speed,
                       seed=args.seed, accounts=args.account, paused=args.paused, start=args.start,
-                      l2_rate=args.l2_rate, rate_limit=args.rate_limit)
+                      l2_rate=args.l2_rate, rate_limit=args.rate_limit, max_backlog=args.max_backlog)
     try:
         asyncio.run(_serve_until_signal(opts))
     except (OSError, ValueError) as exc:
