@@ -16,6 +16,7 @@ from sniper.sim.exchange import (
     TEXT_FOK,
     TEXT_POST_ONLY,
     TEXT_REDUCE_ONLY,
+    TEXT_REDUCE_ONLY_AMENDED,
     Exchange,
     ExchangeError,
     iso,
@@ -222,6 +223,59 @@ def test_amend_price_qty_and_leaves(ex):
     p = ex.place_order(KEY, side="Buy", orderQty=5, price=9991, execInst="ParticipateDoNotInitiate")
     row = ex.amend_order(KEY, orderID=p["orderID"], price=10005)
     assert row["ordStatus"] == "Canceled" and row["text"] == TEXT_POST_ONLY
+    assert ex.rec.book == book_of(ex)
+
+
+def test_leaves_qty_revives_a_filled_order_within_60_seconds(ex, clock):
+    o = ex.place_order(KEY, side="Buy", orderQty=20, price=9990, clOrdID="rv")
+    ex.market_order("Sell", 20)
+    assert ex.orders(KEY)[0]["ordStatus"] == "Filled"
+    clock.advance(30)
+    row = ex.amend_order(KEY, origClOrdID="rv", leavesQty=15)  # live again for 15 more
+    assert (row["ordStatus"], row["orderQty"], row["cumQty"], row["leavesQty"]) == ("PartiallyFilled", 35, 20, 15)
+    assert book_of(ex)[ex._level_id(9990)] == ("Buy", 9990.0, 15) and ex.rec.book == book_of(ex)
+    ex.market_order("Sell", 15)
+    assert position(ex)["currentQty"] == 35 and ex.orders(KEY, open_only=True) == []
+    # orderQty cannot revive, and neither can leavesQty once 60 s have passed since the fill
+    with pytest.raises(ExchangeError) as err:
+        ex.amend_order(KEY, orderID=o["orderID"], orderQty=50)
+    assert err.value.message == "Invalid ordStatus"
+    clock.advance(60.5)
+    with pytest.raises(ExchangeError) as err:
+        ex.amend_order(KEY, orderID=o["orderID"], leavesQty=5)
+    assert err.value.message == "Invalid ordStatus"
+    # a canceled order stays dead
+    c = ex.place_order(KEY, side="Buy", orderQty=5, price=9000)
+    ex.cancel_orders(KEY, orderID=c["orderID"])
+    with pytest.raises(ExchangeError):
+        ex.amend_order(KEY, orderID=c["orderID"], leavesQty=5)
+
+
+def test_resting_reduce_only_orders_shrink_with_the_position(ex):
+    ex.set_level("Sell", 10000, 100)
+    ex.place_order(KEY, side="Buy", orderQty=100, ordType="Market")  # long 100
+    near = ex.place_order(KEY, side="Sell", orderQty=60, price=10100, execInst="ReduceOnly")
+    far = ex.place_order(KEY, side="Sell", orderQty=40, price=10200, execInst="ReduceOnly")
+    ex.place_order(KEY, side="Buy", orderQty=10, price=9000)  # not reduce-only: never touched
+    # other orders sell 30: long 70 < 100 resting reduce-only, the least aggressive (10200) loses 30
+    ex.set_level("Buy", 9990, 30)
+    ex.place_order(KEY, side="Sell", orderQty=30, ordType="Market")
+    rows = {r["orderID"]: r for r in ex.orders(KEY)}
+    assert (rows[far["orderID"]]["orderQty"], rows[far["orderID"]]["leavesQty"]) == (10, 10)
+    assert rows[far["orderID"]]["text"] == TEXT_REDUCE_ONLY_AMENDED
+    assert rows[near["orderID"]]["leavesQty"] == 60
+    assert book_of(ex)[ex._level_id(10200)] == ("Sell", 10200.0, 10) and ex.rec.book == book_of(ex)
+    # 20 more: long 50; the far order is canceled (10 gone) and the near one cut by 10 to 50
+    ex.set_level("Buy", 9990, 20)
+    ex.place_order(KEY, side="Sell", orderQty=20, ordType="Market")
+    rows = {r["orderID"]: r for r in ex.orders(KEY)}
+    assert (rows[far["orderID"]]["ordStatus"], rows[far["orderID"]]["text"]) == ("Canceled", TEXT_REDUCE_ONLY)
+    assert (rows[near["orderID"]]["ordStatus"], rows[near["orderID"]]["leavesQty"]) == ("New", 50)
+    assert position(ex)["openOrderSellQty"] == 50 and position(ex)["openOrderBuyQty"] == 10
+    # the near order fills the whole position and leaves nothing behind
+    ex.market_order("Buy", 50, limit_price=10100)
+    assert position(ex)["currentQty"] == 0 and rows[near["orderID"]]["orderID"] not in {
+        r["orderID"] for r in ex.orders(KEY, open_only=True)}
     assert ex.rec.book == book_of(ex)
 
 

@@ -50,6 +50,7 @@ FUNDING_INTERVAL = 8 * 3600
 INSTRUMENT_INDEX = 88  # legacy orderBookL2 ids: 1e8 * index - price * 100
 RECENT_ORDERS = 10_000  # closed orders kept per account (clOrdID uniqueness, GET /order)
 RECENT_EXECUTIONS = 10_000
+REVIVE_WINDOW_S = 60.0  # a Filled order can be revived by a leavesQty amend this long after its fill
 RECENT_TRADES = 50_000
 
 # BitMEX texts, kept verbatim in one place.
@@ -58,6 +59,7 @@ TEXT_CANCELED = "Canceled via API."
 TEXT_AMENDED = "Amended via API."
 TEXT_POST_ONLY = "Canceled: Order had execInst of ParticipateDoNotInitiate"
 TEXT_REDUCE_ONLY = "Canceled: Order had execInst of ReduceOnly"
+TEXT_REDUCE_ONLY_AMENDED = "Amended orderQty: Order had execInst of ReduceOnly"
 TEXT_CLOSE = "Canceled: Order had execInst of Close"
 TEXT_IOC = "Canceled: Order had timeInForce of ImmediateOrCancel"
 TEXT_FOK = "Canceled: Order had timeInForce of FillOrKill"
@@ -697,6 +699,7 @@ class Exchange:
             if o.resting:
                 self._unrest(o)
             acct.open.pop(o.id, None)
+        before = acct.qty
         self._apply_fill(acct, qty if o.side == BUY else -qty, exec_cost, comm)
         row = self._execution_row(o, "Trade")
         row.update(
@@ -716,7 +719,8 @@ class Exchange:
         self._emit("order", "update", self._order_row(o), acct.key)
         if o.leaves == 0:
             self._retire(o)
-        self._trim_reduce_only(acct)
+        if abs(acct.qty) < abs(before) or acct.qty * before < 0:
+            self._trim_reduce_only(acct)
 
     def _apply_fill(self, acct: _Account, dq: int, dc: int, comm: int) -> None:
         """Position and wallet after a fill of signed `dq` contracts costing `dc` XBt."""
@@ -758,10 +762,40 @@ class Exchange:
         return max(0, q) if o.side == SELL else max(0, -q)
 
     def _trim_reduce_only(self, acct: _Account) -> None:
-        """BitMEX cancels resting ReduceOnly orders that can no longer reduce."""
-        for o in [o for o in acct.open.values() if o.resting and o.reduce_only]:
-            if self._reducible(o) == 0:
-                self._close_order(o, TEXT_REDUCE_ONLY)
+        """As BitMEX does when the position shrinks: resting ReduceOnly orders that together
+        exceed what is left to reduce are amended down, least aggressive first (sells from
+        the highest price, buys from the lowest; the later order first at one price), and
+        canceled once nothing is left, so they can never open a position."""
+        for side in (BUY, SELL):
+            orders = [o for o in acct.open.values() if o.resting and o.reduce_only and o.side == side]
+            if not orders:
+                continue
+            excess = sum(o.leaves for o in orders) - (max(0, acct.qty) if side == SELL else max(0, -acct.qty))
+            if excess <= 0:
+                continue
+            orders.sort(key=lambda o: (o.tick if side == SELL else -o.tick, o.created))
+            for o in reversed(orders):
+                if excess <= 0:
+                    break
+                cut = min(excess, o.leaves)
+                excess -= cut
+                if cut == o.leaves:
+                    self._close_order(o, TEXT_REDUCE_ONLY)
+                else:
+                    self._shrink(o, cut)
+
+    def _shrink(self, o: _Order, cut: int) -> None:
+        """The exchange amends a resting order down by `cut` contracts (it keeps its place)."""
+        level = self._levels[o.side][o.tick]
+        self._mark_dirty(o.side, o.tick, level)
+        level.user -= cut
+        o.leaves -= cut
+        o.qty -= cut
+        o.text = TEXT_REDUCE_ONLY_AMENDED
+        o.updated = self.now()
+        self._record_execution(o.acct, self._execution_row(o, "Replaced"))
+        self._emit("order", "update", self._order_row(o), o.acct.key)
+        self._touch_account(o.acct)
 
     def _close_order(self, o: _Order, text: str, status: str = "Canceled") -> dict:
         if o.resting:
@@ -1000,19 +1034,21 @@ class Exchange:
 
     def amend_order(self, api_key: str, **params) -> dict:
         """PUT /order: price, orderQty or leavesQty. A price change or a size increase
-        loses time priority; a decrease keeps it."""
+        loses time priority; a decrease keeps it. A leavesQty sent within 60 s of a limit
+        order's last fill makes a Filled order live again, as BitMEX documents."""
         acct = self._account(api_key)
         if not params.get("orderID") and not params.get("origClOrdID"):
             raise ExchangeError(400, "Either an orderID or a origClOrdID must be provided")
         o = self._find_order(acct, params.get("orderID"), params.get("origClOrdID"))
         if o is None:
             raise ExchangeError(404, ERR_NOT_FOUND)
-        if not o.is_open:
-            raise ExchangeError(400, ERR_INVALID_STATUS)
         order_qty = self._int_param(params, "orderQty")
         leaves_qty = self._int_param(params, "leavesQty")
         if order_qty is not None and leaves_qty is not None:
             raise ExchangeError(400, "Only one qty field can be used to amend")
+        revive = not o.is_open and self._revivable(o, leaves_qty)
+        if not o.is_open and not revive:
+            raise ExchangeError(400, ERR_INVALID_STATUS)
         leaves = o.leaves
         if order_qty is not None:
             leaves = order_qty - o.cum
@@ -1032,6 +1068,10 @@ class Exchange:
         need -= self._order_margin(acct)
         if need > 0 and need > self._numbers(acct)["available"]:
             raise ExchangeError(400, ERR_BALANCE.format(need=need), "ValidationError")
+        if revive:  # BitMEX: a leavesQty amend within REVIVE_WINDOW_S of the fill makes it live again
+            acct.closed.remove(o)
+            acct.open[o.id] = o
+            o.status = "PartiallyFilled"
         if new_clid and new_clid != o.clid:
             if acct.by_clid.get(o.clid) is o:
                 del acct.by_clid[o.clid]
@@ -1064,6 +1104,12 @@ class Exchange:
         self._check_liquidations()
         self._flush()
         return self._order_row(o)
+
+    def _revivable(self, o: _Order, leaves_qty: int | None) -> bool:
+        """A Filled limit order may be made live again by a positive leavesQty soon after its fill."""
+        return (o.status == "Filled" and o.ord_type == "Limit" and o.tick is not None  # not a liquidation
+                and leaves_qty is not None and leaves_qty > 0
+                and self.now() - o.updated <= REVIVE_WINDOW_S and o in o.acct.closed)
 
     def cancel_orders(self, api_key: str, orderID=None, clOrdID=None, text=None) -> list[dict]:
         """DELETE /order. Closed orders come back with an "error" field; if none of the
