@@ -153,6 +153,37 @@ def test_list_paging(sim):
     assert {t["trdMatchID"] for t in trades} <= {t["trdMatchID"] for t in window}
 
 
+def test_history_filter_and_columns(sim):
+    for side in ("Buy", "Sell", "Buy"):
+        sim.control("trade", {"side": side, "qty": 2})
+        sim.control("clock", {"advance": 0.5})
+    sells = call(sim, "GET", "/api/v1/trade?" + urlencode(
+        {"symbol": "XBTUSD", "reverse": "true", "count": 5, "filter": json.dumps({"side": "Sell"})}))
+    assert len(sells) == 5 and {t["side"] for t in sells} == {"Sell"}  # filtered before the count
+    slim = call(sim, "GET", "/api/v1/trade?" + urlencode({"symbol": "xbtusd", "count": 2, "columns": '["price"]'}))
+    assert [set(t) for t in slim] == [{"timestamp", "symbol", "price"}] * 2  # keys come back regardless
+    bins = call(sim, "GET", "/api/v1/trade/bucketed?" + urlencode(
+        {"binSize": "1h", "symbol": "XBT", "count": 3, "columns": "close",
+         "filter": json.dumps({"timestamp": "2018-11-19T05:00:00.000Z"})}))
+    assert bins == [{"timestamp": "2018-11-19T05:00:00.000Z", "symbol": "XBTUSD", "close": bins[0]["close"]}]
+    funding = call(sim, "GET", "/api/v1/funding?" + urlencode(
+        {"filter": json.dumps({"timestamp": "2018-11-19T12:00:00.000Z"})}))
+    assert [f["timestamp"] for f in funding] == ["2018-11-19T12:00:00.000Z"]
+    assert call(sim, "GET", "/api/v1/funding?symbol=ETHUSD") == []
+
+
+def test_cancel_all_with_a_filter(sim):
+    placed = [call(sim, "POST", "/api/v1/order", {"symbol": "XBTUSD", "side": side, "orderQty": 1, "price": price})
+              for side, price in (("Buy", 4300), ("Buy", 4301), ("Sell", 9300))]
+    canceled = call(sim, "DELETE", "/api/v1/order/all", {"filter": json.dumps({"side": "Buy"})})
+    assert {o["orderID"] for o in canceled} >= {placed[0]["orderID"], placed[1]["orderID"]}
+    assert {o["side"] for o in canceled} == {"Buy"}
+    still_open = call(sim, "GET", "/api/v1/order?" + urlencode({"filter": json.dumps({"open": True})}))
+    assert placed[2]["orderID"] in {o["orderID"] for o in still_open}
+    assert all(o["side"] == "Sell" for o in still_open)
+    call(sim, "DELETE", "/api/v1/order/all", {"symbol": "XBTUSD"})
+
+
 def expected_bins(step: int, end: float) -> pd.DataFrame:
     bars = pd.DataFrame(feed.load_bars(feed.DEFAULT_BARS))
     bars["end"] = (bars["time"] // step + 1) * step

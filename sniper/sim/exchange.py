@@ -1145,11 +1145,14 @@ class Exchange:
             return [str(v) for v in value]
         return [str(value)]
 
-    def cancel_all(self, api_key: str, symbol=None, text=None) -> list[dict]:
+    def cancel_all(self, api_key: str, symbol=None, text=None, order_ids=None) -> list[dict]:
+        """DELETE /order/all: every open order, or only those in `order_ids` (a filter's matches)."""
         acct = self._account(api_key)
         if symbol not in (None, "", self.symbol):
             return []
-        rows = self._cancel_many(acct, list(acct.open.values()), str(text or TEXT_CANCELED))
+        wanted = None if order_ids is None else set(order_ids)
+        orders = [o for o in acct.open.values() if wanted is None or o.id in wanted]
+        rows = self._cancel_many(acct, orders, str(text or TEXT_CANCELED))
         self._flush()
         return rows
 

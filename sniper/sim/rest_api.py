@@ -37,6 +37,7 @@ ORDER_FIELDS = ("symbol", "side", "orderQty", "price", "displayQty", "stopPx", "
 AMEND_FIELDS = ("orderID", "origClOrdID", "clOrdID", "orderQty", "leavesQty", "price", "stopPx",
                 "pegOffsetValue", "text")
 OPEN_STATUSES = frozenset({"New", "PartiallyFilled"})
+HISTORY_SCAN = 10_000_000  # rows a filtered history query may look through before paging
 TRADE_EXEC_TYPES = frozenset({"Trade", "Funding", "Settlement"})
 ASSETS = [{"asset": "XBT", "currency": "XBt", "majorCurrency": "XBT", "name": "Bitcoin", "currencyType": "Crypto",
            "scale": 8, "enabled": True, "isMarginCurrency": True, "memoRequired": False, "networks": []}]
@@ -111,6 +112,8 @@ def coerce(params: dict) -> dict:
             out[name] = _to_float(name, value)
         elif name in _BOOLS:
             out[name] = _to_bool(name, value)
+        elif name == "columns" and isinstance(value, str) and not value.lstrip().startswith("["):
+            out[name] = [c.strip() for c in value.split(",") if c.strip()]  # lenient: "a,b" as well as '["a","b"]'
         elif name in _JSON:
             out[name] = _to_json(name, value)
         else:
@@ -171,10 +174,8 @@ def select(rows: list[dict], p: dict, time_field: str = "timestamp") -> list[dic
     symbol = p.get("symbol")
     if symbol:
         rows = [r for r in rows if r.get("symbol") == symbol]
-    filter_ = p.get("filter")
+    filter_ = _filter(p)
     if filter_:
-        if not isinstance(filter_, dict):
-            raise ExchangeError(400, "filter must be a JSON object", "ValidationError")
         rows = [r for r in rows if _matches(r, filter_)]
     lo, hi = parse_time(p.get("startTime")), parse_time(p.get("endTime"))
     if lo is not None or hi is not None:
@@ -183,13 +184,24 @@ def select(rows: list[dict], p: dict, time_field: str = "timestamp") -> list[dic
         rows = rows[::-1]
     start = max(0, p.get("start") or 0)
     rows = rows[start:start + _count(p)]
-    columns = p.get("columns")
-    if columns:
-        if isinstance(columns, str):
-            columns = [columns]
-        keep = set(columns) | {"symbol", "timestamp", "orderID", "execID", "account"}
-        rows = [{k: v for k, v in r.items() if k in keep} for r in rows]
-    return rows
+    return _columns(rows, p.get("columns"))
+
+
+def _filter(p: dict) -> dict | None:
+    filter_ = p.get("filter")
+    if filter_ and not isinstance(filter_, dict):
+        raise ExchangeError(400, "filter must be a JSON object", "ValidationError")
+    return filter_ or None
+
+
+def _columns(rows: list[dict], columns) -> list[dict]:
+    """Only the asked columns, plus the item keys BitMEX always returns."""
+    if not columns:
+        return rows
+    if isinstance(columns, str):
+        columns = [columns]
+    keep = set(columns) | {"symbol", "timestamp", "orderID", "execID", "account"}
+    return [{k: v for k, v in r.items() if k in keep} for r in rows]
 
 
 def _within(stamp, lo, hi) -> bool:
@@ -309,30 +321,37 @@ class RestApi:
             raise _invalid("depth")
         return self.exchange.l2_rows(depth or None)
 
-    def _history_args(self, p) -> dict:
-        if p.get("symbol") not in (None, "", self.exchange.symbol):
-            return {}
-        return {"count": _count(p), "start": max(0, p.get("start") or 0), "reverse": bool(p.get("reverse")),
-                "startTime": p.get("startTime"), "endTime": p.get("endTime")}
+    def _history(self, fetch, p) -> list[dict]:
+        """BitMEX history-query semantics over `fetch(count, start, reverse, start_time, end_time)`
+        (rows in time order within the window): symbol, filter, paging and columns."""
+        symbol = p.get("symbol")
+        if symbol and symbol.upper() not in (self.exchange.symbol, self.exchange.instrument.get("rootSymbol")):
+            return []
+        count, start, reverse = _count(p), max(0, p.get("start") or 0), bool(p.get("reverse"))
+        lo, hi = parse_time(p.get("startTime")), parse_time(p.get("endTime"))
+        filter_ = _filter(p)
+        if filter_:  # filter first, then page, as BitMEX does
+            rows = [r for r in fetch(HISTORY_SCAN, 0, reverse, lo, hi) if _matches(r, filter_)]
+            rows = rows[start:start + count]
+        else:
+            rows = fetch(count, start, reverse, lo, hi)
+        return _columns(rows, p.get("columns"))
 
     def get_trades(self, key, p):
-        args = self._history_args(p)
-        return self.exchange.trades(**args) if args else []
+        return self._history(lambda count, start, reverse, lo, hi: self.exchange.trades(
+            count=count, start=start, reverse=reverse, startTime=lo, endTime=hi), p)
 
     def get_funding(self, key, p):
-        args = self._history_args(p)
-        return self.exchange.funding_rows(**args) if args else []
+        return self._history(lambda count, start, reverse, lo, hi: self.exchange.funding_rows(
+            count=count, start=start, reverse=reverse, startTime=lo, endTime=hi), p)
 
     def get_bucketed(self, key, p):
         bin_size = p.get("binSize", "1m")
         if bin_size not in BIN_SECONDS:
             raise ExchangeError(400, f"binSize must be one of {', '.join(BIN_SECONDS)}", "ValidationError")
-        args = self._history_args(p)
-        if not args:
-            return []
-        return self.sim.buckets.query(bin_size, self.sim.clock.now(), count=args["count"], start=args["start"],
-                                      reverse=args["reverse"], start_time=parse_time(args["startTime"]),
-                                      end_time=parse_time(args["endTime"]))
+        now = self.sim.clock.now()
+        return self._history(lambda count, start, reverse, lo, hi: self.sim.buckets.query(
+            bin_size, now, count=count, start=start, reverse=reverse, start_time=lo, end_time=hi), p)
 
     def get_assets(self, key, p):
         return ASSETS
@@ -357,7 +376,11 @@ class RestApi:
                                            clOrdID=_id_list(p.get("clOrdID")), text=p.get("text"))
 
     def delete_all(self, key, p):
-        return self.exchange.cancel_all(key, symbol=p.get("symbol"), text=p.get("text"))
+        filter_ = _filter(p)
+        ids = None
+        if filter_:  # e.g. {"side": "Buy"}: cancel only the open orders it matches
+            ids = [r["orderID"] for r in self.exchange.orders(key, open_only=True) if _matches(r, filter_)]
+        return self.exchange.cancel_all(key, symbol=p.get("symbol"), text=p.get("text"), order_ids=ids)
 
     def cancel_all_after(self, key, p):
         timeout = p.get("timeout")
