@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from sniper import auth
+from sniper.clock import SimClock
 from sniper.ws.client import WsClient
 from sniper.ws.state import PUBLIC_TABLES, State
 
@@ -255,6 +256,24 @@ def test_stale_data_deadline_reconnects(sim_server, clients):
     assert eventually(lambda: client.reconnects >= 1, 10)
     assert "stale data" in client.last_end
     assert client.wait_ready(20) and state.snapshot(0).data_age < 0.6
+
+
+def test_stale_data_is_detected_by_default_in_real_time(sim_server, clients):
+    """The deadline is on by default (a live daemon must notice a feed that
+    stopped on a live socket), and it counts real time: a state whose clock
+    is frozen (a simulated clock at speed 0) still goes stale."""
+    assert WsClient(sim_server.ws_url, State()).stale_after == pytest.approx(30.0)
+    state = State(clock=SimClock(start=1_600_000_000.0, speed=0))
+    client = WsClient(sim_server.ws_url, state, ping_interval=0.2, dead_after=5.0, stale_after=0.6,
+                      backoff_initial=0.05, backoff_max=0.2, rng=random.Random(1))
+    clients.append(client)
+    client.start()
+    assert client.wait_ready(20)
+    assert eventually(lambda: client.reconnects >= 1, 10), client.last_end
+    assert "stale data" in client.last_end
+    assert client.wait_ready(20)
+    with pytest.raises(ValueError):
+        WsClient(sim_server.ws_url, State(), stale_after=0)
 
 
 def test_book_inconsistency_resyncs_from_a_new_partial(sim_server, clients):

@@ -11,18 +11,21 @@ Its own job is the connection's life:
 - liveness: websocket pings are answered by websocket-client; we send the
   text `ping` after `ping_interval` of silence and declare the connection
   dead after `dead_after` without any frame (a stalled server), when the
-  state is not ready `ready_timeout` after connecting, or (if `stale_after`
-  is set) when no table data came for that long although pongs still do —
-  off by default, because a quiet market (or a paused simulator) is silent;
+  state is not ready `ready_timeout` after connecting, or when no table data
+  came for `stale_after` although pongs still do (a feed that stopped on a
+  live socket). The default, 30 s, is far beyond any quiet spell of a BitMEX
+  subscription (the instrument table alone updates every few seconds) and
+  still bounds how long the executor could chase a frozen book; pass None to
+  switch it off (a deliberately paused simulator);
 - on any end (disconnect, error, stale data, a book that needs a resync):
-  mark the state not ready first (the executor places nothing), then
-  reconnect after a jittered exponential back-off and rebuild every table
-  from the new partials;
+  mark the state not ready first, before the close handshake (the executor
+  places nothing), then reconnect after a jittered exponential back-off and
+  rebuild every table from the new partials;
 - a 401/403 (at the upgrade or in reply to the auth op) stops the thread
   with `fatal` set instead of reconnecting in a loop; a 429 stretches the
   back-off to the server's retry-after.
-Durations here are real time (time.monotonic): a socket's liveness does not
-speed up with a simulated clock.
+Durations here are real time (time.monotonic), staleness included: a
+socket's liveness does not speed up or freeze with a simulated clock.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ logger = logging.getLogger(__name__)
 _SYMBOL_PRIVATE = {"order", "execution", "position"}  # private tables BitMEX filters by symbol
 _FATAL_STATUS = (401, 403)
 _HEALTHY_AFTER_S = 10.0  # a session ready this long resets the back-off
+STALE_AFTER_S = 30.0  # default stale-data deadline, see the module docstring
 
 
 class _SessionEnd(Exception):
@@ -55,11 +59,13 @@ class WsClient:
 
     def __init__(self, url: str, state: State, symbol: str = "XBTUSD", credentials: auth.Credentials | None = None,
                  clock=None, *, ping_interval: float = 5.0, dead_after: float = 15.0, ready_timeout: float = 30.0,
-                 stale_after: float | None = None,
+                 stale_after: float | None = STALE_AFTER_S,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0, connect_timeout: float = 10.0,
                  rng: random.Random | None = None) -> None:
         if not 0 < ping_interval < dead_after:
             raise ValueError("need 0 < ping_interval < dead_after")
+        if stale_after is not None and not stale_after > 0:
+            raise ValueError("stale_after must be positive (or None to switch it off)")
         self.url = url
         self.state = state
         self.symbol = symbol
@@ -183,6 +189,12 @@ class WsClient:
             else:
                 self._subscribe(ws)
             self._pump(ws)
+        except _SessionEnd as end:
+            state.mark_not_ready(f"websocket {end}")  # now, not after the close handshake
+            raise
+        except Exception as exc:
+            state.mark_not_ready(f"websocket unexpected error: {exc!r}")
+            raise
         finally:
             lock = state.lock.stats()
             logger.info("session %d ended; state lock: %d of %d acquisitions waited, max %.0f us, p99.9 <= %.0f us",
@@ -211,7 +223,8 @@ class WsClient:
         state = self.state
         apply = state.apply_message
         subscribed = not self.credentials
-        last_rx = last_ping = time.monotonic()
+        last_rx = last_ping = last_data = time.monotonic()
+        seen_seq = state.seq  # table messages applied; a change means fresh data
         next_check = last_rx + self._tick
         while not self._stop.is_set():
             try:
@@ -242,13 +255,14 @@ class WsClient:
             if silent > self.ping_interval and now - last_ping > self.ping_interval:
                 self._send(ws, "ping")
                 last_ping = now
-            if self.stale_after is not None and self._ready_since is not None:
-                age = state.snapshot(0).data_age
-                if age > self.stale_after:
-                    raise _SessionEnd(f"stale data: no table update for {age:.1f}s (limit {self.stale_after}s)")
+            if state.seq != seen_seq:
+                seen_seq, last_data = state.seq, now
+            if self.stale_after is not None and self._ready_since is not None and now - last_data > self.stale_after:
+                raise _SessionEnd(f"stale data: no table update for {now - last_data:.1f}s "
+                                  f"(limit {self.stale_after}s)")
             if self._ready_since is None:
                 if state.connected and state.tables_ready and state.book.valid:
-                    self._ready_since = now
+                    self._ready_since = last_data = now
                     logger.info("websocket state ready (%d tables)", len(self.tables))
                 elif now - self._phase_started > self.ready_timeout:
                     raise _SessionEnd(f"not ready {self.ready_timeout}s after connecting: "

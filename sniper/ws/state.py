@@ -111,9 +111,11 @@ class State(StateCore):
     def mark_not_ready(self, reason: str) -> None:
         """Stop new orders until a new session is ready (disconnect, stale...)."""
         with self.lock:
+            repeated = not self.connected and self.reason == reason
             self.connected = False
             self.reason = reason
-        logger.info("state not ready: %s", reason)
+        if not repeated:
+            logger.info("state not ready: %s", reason)
 
     def note_reconnect(self) -> int:
         with self.lock:
