@@ -195,6 +195,23 @@ def test_order_lifecycle_and_executions():
     assert state.order_by_clordid("c1")["ordStatus"] == "Filled"  # closed orders survive reconnects
 
 
+def test_rows_for_a_just_closed_order_are_merged_not_reported():
+    """BitMEX can send another row for an order it has just closed: it updates
+    the closed record (still closed, still findable), no error is logged; a
+    row for an order never seen is still reported."""
+    state = ready_state()
+    state.apply_message(msg("order", "insert", [order("o1", "c1")]))
+    state.apply_message(msg("order", "update", [{"orderID": "o1", "ordStatus": "Canceled", "leavesQty": 0}]))
+    state.apply_message(msg("order", "update", [{"orderID": "o1", "workingIndicator": False, "text": "done"}]))
+    state.apply_message(msg("order", "delete", [{"orderID": "o1"}]))
+    assert not state.errors, state.errors
+    closed = state.order_by_clordid("c1")
+    assert (closed["ordStatus"], closed["text"], closed["price"]) == ("Canceled", "done", 99.0)
+    assert state.order_by_id("o1") == closed and state.snapshot().orders == ()
+    state.apply_message(msg("order", "update", [{"orderID": "never-seen", "leavesQty": 0}]))
+    assert state.errors["bad order rows"] == 1
+
+
 def test_order_partial_keeps_only_open_orders():
     table = OrderTable(closed_history=2)
     table.apply("partial", [order("a", "ca"), order("b", "cb", "Canceled", 0), order("c", "cc", "Rejected", 0),

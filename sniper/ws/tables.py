@@ -126,12 +126,16 @@ class Table:
         if action == "insert":
             self._store(key, row, touched)
         elif old is None:
-            return f"{action} of unknown {self.name} row {dict(zip(self.keys, key, strict=True))}"
+            return self._missing(action, key, row, touched)
         elif action == "update":
             self._store(key, {**old, **row}, touched)
         else:
             self._remove(key, old, touched)
         return None
+
+    def _missing(self, action: str, key: tuple, row: dict, touched: list[dict]) -> str | None:
+        """An update or delete of a row the table does not hold: a problem."""
+        return f"{action} of unknown {self.name} row {dict(zip(self.keys, key, strict=True))}"
 
     def _remove(self, key: tuple, row: dict, touched: list[dict]) -> None:
         del self._rows[key]
@@ -198,6 +202,20 @@ class OrderTable(Table):
 
     def _remove(self, key: tuple, row: dict, touched: list[dict]) -> None:
         self._close(key, row, touched)
+
+    def _missing(self, action: str, key: tuple, row: dict, touched: list[dict]) -> str | None:
+        """BitMEX may still send a row for an order it has just closed (BitMEX's
+        own client skips them): merge it into the closed record, which stays
+        closed, instead of reporting an unknown order."""
+        order_id = row.get("orderID")
+        closed = self.closed.get(order_id) if isinstance(order_id, str) else None
+        if closed is None:
+            return super()._missing(action, key, row, touched)
+        if action == "update":
+            closed = self.closed[order_id] = {**closed, **row}
+            self._note(closed)
+        touched.append(closed)
+        return None
 
     def _close(self, key: tuple, row: dict, touched: list[dict]) -> None:
         self._rows.pop(key, None)
