@@ -1,9 +1,18 @@
 """The full-depth L2 order book (orderBookL2) for one symbol.
 
 The implementation is C (`sniper/ws/_core.pyx`, see its docstring for the
-layout): O(1) update and delete by id, best bid/ask and the top N levels
-each side without scanning, `size_within` a price distance, and `check()`
-for the full invariants. A crossed book or an impossible row (unknown id,
+layout): O(1) lookup by id, best bid/ask and the top N levels each side
+without scanning, `size_within` a price distance, and `check()` for the
+full invariants.
+
+Cost per row: finding the level by id is O(1) and a size-only update is
+O(1). A row that adds, removes or re-prices a level also shifts the sorted
+array of its side between that level and the touch: O(k) for a level k
+places from the best price (a galloping search plus one memmove of 16 k
+bytes). Real streams change levels near the touch, where k is small; an
+insert or delete at the far end of an 8,000-level side measured about
+2.5 us here against 0.5 us near the touch. A tree would make that O(log n) at the price of slower
+touch reads and more memory; the benchmark shows no need so far. A crossed book or an impossible row (unknown id,
 duplicate id or price, missing key) raises `BookError` and leaves the book
 invalid until the next partial: the caller resyncs, nothing is patched up.
 
