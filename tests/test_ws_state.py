@@ -105,6 +105,25 @@ def test_example_payload_parses_into_its_table(name):
         assert dict(getattr(snap, expect_field[table])) == newest
 
 
+def test_example_instrument_updates_merge_into_the_partial():
+    """The shipped update payloads carry a few fields: applied as BitMEX sends
+    them (an update after the partial) they change those fields only; one for
+    another symbol (DOTUSDT) leaves our instrument alone."""
+    if not PAYLOADS.exists():
+        pytest.skip(f"{PAYLOADS} is missing")
+    full = json.loads((PAYLOADS / "ws_instrument.json").read_text())
+    index = json.loads((PAYLOADS / "ws_instrument_index_update.json").read_text())
+    mark = json.loads((PAYLOADS / "ws_instrument_mark_update.json").read_text())
+    state = State()
+    state.apply_message(msg("instrument", "partial", [full]))
+    state.apply_message(msg("instrument", "insert", [{**mark, "symbol": "DOTUSDT"}]))
+    state.apply_message(msg("instrument", "update", [index, mark]))
+    assert not state.errors, state.errors
+    snap = state.snapshot()
+    assert dict(snap.instrument) == {**full, **index}
+    assert snap.mark_price == full["markPrice"] and snap.funding_rate == full.get("fundingRate")
+
+
 def test_non_row_payloads_are_logged_not_applied(caplog):
     state = State()
     for name in sorted(NOT_ROWS):
