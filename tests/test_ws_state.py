@@ -231,6 +231,74 @@ def test_rows_for_a_just_closed_order_are_merged_not_reported():
     assert state.errors["bad order rows"] == 1
 
 
+FINAL_STATUSES = ("Filled", "Canceled", "Rejected", "Expired")
+
+
+@st.composite
+def order_streams(draw):
+    """A valid stream of order and execution messages, one row each: new
+    orders, updates carrying a random subset of fields (an order closes on a
+    final status or leavesQty 0), fills announced by an execution first,
+    deletes, and late rows for closed orders. Returns the frames and the
+    expected (open orders, closed orders, execIDs) after each."""
+    open_, closed, execs, frames = {}, {}, [], []
+    for n in range(draw(st.integers(1, 30))):
+        action = draw(st.sampled_from(["insert", "update", "fill", "delete", "late"]))
+        if action in ("update", "fill", "delete") and not open_ or action == "late" and not closed:
+            action = "insert"
+        if action == "insert":
+            row = order(f"o{n}", f"c{n}", leaves=draw(st.integers(1, 100)))
+            open_[row["orderID"]] = row
+            frames.append(msg("order", "insert", [row]))
+        elif action == "late":
+            oid = draw(st.sampled_from(sorted(closed)))
+            fields = {"orderID": oid, "text": draw(st.text(max_size=4)), "workingIndicator": False}
+            closed[oid] = {**closed[oid], **fields}
+            frames.append(msg("order", "update", [fields]))
+        else:
+            oid = draw(st.sampled_from(sorted(open_)))
+            if action == "delete":
+                closed[oid] = open_.pop(oid)
+                frames.append(msg("order", "delete", [{"orderID": oid}]))
+            else:
+                fields = draw(st.fixed_dictionaries({}, optional={
+                    "price": st.sampled_from([98.0, 99.5]), "leavesQty": st.integers(0, 100),
+                    "ordStatus": st.sampled_from(("New", "PartiallyFilled") + FINAL_STATUSES),
+                    "text": st.text(max_size=4)}))
+                if action == "fill":
+                    execs.append(f"e{n}")
+                    frames.append(msg("execution", "insert", [{"execID": f"e{n}", "orderID": oid,
+                                                               "execType": "Trade", "lastQty": 1}]))
+                row = {**open_[oid], **fields, "orderID": oid}
+                if row["ordStatus"] in FINAL_STATUSES or row["leavesQty"] <= 0:
+                    del open_[oid]
+                    closed[oid] = row
+                else:
+                    open_[oid] = row
+                frames.append(msg("order", "update", [{"orderID": oid, **fields}]))
+        frames[-1] = (frames[-1], list(open_.values()), dict(closed), list(execs))
+    return frames
+
+
+@settings(max_examples=150, deadline=None)
+@given(order_streams())
+def test_random_valid_order_streams_match_the_model(frames):
+    state = ready_state()
+    for frame in frames:
+        if isinstance(frame, str):  # an execution ahead of its order update
+            state.apply_message(frame)
+            continue
+        raw, open_orders, closed, execs = frame
+        state.apply_message(raw)
+        assert [dict(o) for o in state.snapshot().orders] == open_orders
+        for oid, row in closed.items():
+            assert state.order_by_id(oid) == row and state.order_by_clordid(row["clOrdID"]) == row
+        for row in open_orders:
+            assert state.order_by_id(row["orderID"]) == row
+        assert [e["execID"] for e in state.executions_since(0)] == execs
+    assert not state.errors, state.errors
+
+
 def test_order_partial_keeps_only_open_orders():
     table = OrderTable(closed_history=2)
     table.apply("partial", [order("a", "ca"), order("b", "cb", "Canceled", 0), order("c", "cc", "Rejected", 0),
