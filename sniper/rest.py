@@ -212,7 +212,11 @@ class RestClient:
             raise Timeout(f"{verb} {full_path}: connection failed ({exc.__class__.__name__})") from exc
         self._read_ratelimit(resp.headers)
         if resp.status_code < 300:
-            return resp.json() if resp.content else None
+            try:
+                return resp.json() if resp.content else None
+            except ValueError as exc:  # e.g. an HTML page from a proxy: whether it applied is unknown
+                raise ExchangeError(f"{verb} {full_path}: undecodable {resp.status_code} reply",
+                                    resp.status_code) from exc
         raise _error_from(resp)
 
     # ------------------------------------------------------------------ pacing
@@ -241,7 +245,9 @@ class RestClient:
     # ------------------------------------------------------------------ orders
     def place_order(self, **params) -> OrderRow:
         """POST /order. With a clOrdID it is retried safely, and a duplicate-clOrdID answer
-        returns the existing order (the earlier attempt, or an earlier process, placed it)."""
+        returns the existing order (the earlier attempt, or an earlier process, placed it);
+        if the lookup does not show that order yet, a plain ExchangeError (outcome unknown,
+        never Rejected) tells the caller to ask again with the same clOrdID."""
         params.setdefault("symbol", self.symbol)
         clordid = params.get("clOrdID")
         try:
@@ -251,7 +257,11 @@ class RestClient:
                 raise
             existing = self.order_by_clordid(clordid)
             if existing is None:
-                raise
+                # the exchange says the order exists but its reads do not show it yet: the
+                # outcome is unknown, not refused (a Rejected here would let the caller treat
+                # the order as never created and place another)
+                raise ExchangeError(f"clOrdID {clordid} is a duplicate but the lookup found no order:"
+                                    " outcome unknown", exc.status, "DuplicateNotFound") from exc
             logger.info("clOrdID %s already at the exchange (%s): an earlier attempt landed", clordid,
                         existing.get("ordStatus"))
             return existing

@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 from drivers.rig import TEST_EXECUTION, TEST_RISK, Rig, exchange_view, wait_for
+from drivers.sessions import FlakyLink
 
 from sniper.execution import Target
 
@@ -143,6 +144,43 @@ def test_503_storm_and_lost_replies_make_no_duplicate(sim_server, rigs):
     assert [o["cumQty"] for o in exchange_view(rig.rest)[2]] == [200]
     assert sim_server.state()["orders_placed"] == 1
     assert rig.rest.stats["retries"] >= 1
+
+
+def test_lost_reply_and_a_lagging_lookup_make_no_second_order(sim_server, rigs):
+    """The order lands, its reply is lost, the retry hears 'Duplicate clOrdID' and the lookup
+    shows nothing yet. The executor must keep the order as unknown and learn its fate from
+    the websocket or a later lookup, not take it for refused and place a second one."""
+    link = FlakyLink()
+    rig = rigs(sim_server, rest_options={"session": link, "backoff_base": 0.01})
+    wait_for(lambda: rig.executor.last_status == "idle", what="start-up reconciliation")
+    link.lose_replies(1)
+    link.lag_reads(1)
+    rig.executor.set_target(Target(300, "passive", "lagging reads"))
+    order = our_order(rig)
+    wait_for(lambda: [(o.clordid, o.status) for o in rig.journal.open_orders()] == [(order["clOrdID"], "live")],
+             what="the one order journaled live")
+    assert (link.lost, link.hidden) == (1, 1)
+    fill(sim_server, order, 300)
+    wait_for(lambda: rig.reached(Target(300)), what="target")
+    assert_agrees(rig, 300)
+    assert sim_server.state()["orders_placed"] == 1 and not rig.journal.events("void")
+
+
+def test_an_order_wrongly_journaled_void_is_tracked_again(sim_server, rigs):
+    """Whatever made the journal believe a working order was never created, the websocket
+    showing it working puts it back under the executor's control: no second order."""
+    rig = rigs(sim_server)
+    rig.executor.set_target(Target(300, "passive", "up"))
+    order = our_order(rig)
+    wait_for(lambda: rig.journal.open_orders() and rig.journal.open_orders()[0].status == "live", what="live")
+    rig.executor.stop(cancel=False)
+    rig.journal.void_order(order["clOrdID"], "test: a wrong void")
+    rig.executor.start()
+    wait_for(lambda: [o.clordid for o in rig.journal.open_orders()] == [order["clOrdID"]], what="tracked again")
+    fill(sim_server, our_order(rig), 300)
+    wait_for(lambda: rig.reached(Target(300)), what="target")
+    assert_agrees(rig, 300)
+    assert sim_server.state()["orders_placed"] == 1
 
 
 def test_429_storm_and_timeouts_after_accept(sim_server, rigs):

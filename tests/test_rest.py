@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from drivers.sessions import FlakyLink
 
 from sniper.auth import Credentials
 from sniper.clock import RealClock
-from sniper.rest import AuthError, NotFound, Overloaded, Rejected, RestClient
+from sniper.rest import AuthError, ExchangeError, NotFound, Overloaded, Rejected, RestClient
 
 BOOK = {"clear": True, "levels": [{"side": "Buy", "price": 9990, "size": 1000},
                                   {"side": "Sell", "price": 10010, "size": 1000}]}
@@ -96,6 +97,24 @@ def test_lost_reply_then_duplicate_clordid_returns_the_one_order(sim_server):
     assert rest.stats["retries"] >= 1
     assert orders_placed(sim_server) == 1
     assert [o["clOrdID"] for o in rest.orders()] == ["lost-1"]
+
+
+def test_duplicate_clordid_the_lookup_cannot_see_yet_is_unknown_not_rejected(sim_server):
+    """The reply is lost, the retry hears 'Duplicate clOrdID', but the read that looks the order
+    up lags and shows nothing. That is not a refusal (a caller would take the order for never
+    created and place another): it is an unknown outcome, and asking again finds the order."""
+    sim_server.control("book", BOOK)
+    link = FlakyLink()
+    rest = client(sim_server, session=link)
+    link.lose_replies(1)
+    link.lag_reads(1)
+    with pytest.raises(ExchangeError) as exc:
+        rest.place_order(side="Buy", orderQty=10, price=9980, clOrdID="lag-1")
+    assert not isinstance(exc.value, Rejected) and "outcome unknown" in str(exc.value)
+    assert (link.lost, link.hidden, rest.stats["retries"]) == (1, 1, 1)
+    row = rest.place_order(side="Buy", orderQty=10, price=9980, clOrdID="lag-1")
+    assert row["clOrdID"] == "lag-1" and row["ordStatus"] == "New"
+    assert orders_placed(sim_server) == 1
 
 
 def test_timeout_after_the_server_accepted(sim_server):
