@@ -373,7 +373,17 @@ class Executor:
         cursor, self._exec_cursor = self._exec_cursor, self.state.private_seq
         for row in self.state.executions_since(cursor):
             self.journal.record_fill(dict(row))  # idempotent by execID, so overlaps are harmless
-        strays = [dict(r) for r in snap.orders if self.journal.order(r.get("clOrdID") or "") is None]
+        strays = []
+        for row in snap.orders:
+            rec = self.journal.order(row.get("clOrdID") or "")
+            if rec is None:
+                strays.append(dict(row))
+            elif rec.status == "void" and row.get("ordStatus") not in TERMINAL_ORD_STATUSES:
+                # journaled as never created, yet working: track it again, or it would be
+                # neither ours nor a stray and the planner would place a second order beside it
+                logger.error("order %s was journaled void but works at the exchange: tracking it again",
+                             rec.clordid)
+                self.journal.update_from_exchange(dict(row))
         if strays:
             self._handle_strays(strays)
 
