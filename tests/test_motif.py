@@ -137,6 +137,27 @@ def test_exclusion_allows_starts_exactly_exclusion_apart():
     assert np.diff(np.sort(starts)).min() >= period + 1
 
 
+@pytest.mark.parametrize("metric", ["ed", "dtw"])
+@pytest.mark.parametrize("m", [30, 33])
+def test_default_exclusion_is_a_quarter_of_m_rounded_up(m, metric):
+    """Copies of the query every `period` points: with the default exclusion ceil(m/4), copies
+    exactly that far apart are all returned, copies one point closer cannot all be."""
+    rng = np.random.default_rng(15)
+    e = math.ceil(m / 4)  # 8 and 9: m / 4 is not an integer
+    for period in (e, e - 1):
+        x = np.tile(rng.normal(size=period), 200 // period)
+        copies = np.arange(0, len(x) - m + 1, period)
+        starts, dist = knn(x, x[:m], len(copies), metric=metric)
+        assert_same((starts, dist), knn(x, x[:m], len(copies), exclusion=e, metric=metric))
+        gaps = np.diff(np.sort(starts))
+        if period == e:
+            assert sorted(starts) == list(copies) and dist.max() < 1e-6
+        else:
+            assert gaps.min() >= e  # never two copies period = e - 1 apart
+            starts, _ = knn(x, x[:m], len(copies), exclusion=e - 1, metric=metric)
+            assert sorted(starts) == list(copies)  # a smaller exclusion admits them all
+
+
 def test_results_are_sorted_and_separated():
     rng = np.random.default_rng(4)
     x = walk(rng, 5000)
@@ -248,24 +269,94 @@ def test_huge_magnitudes_match_brute_force():
         assert_same(knn(x, q, 5, metric=metric), reference_knn(x, q, 5, metric=metric))
 
 
-def test_inputs_are_not_modified():
+def layouts(a: np.ndarray) -> dict[str, np.ndarray]:
+    """The same values as float64, float32, a strided view, a reversed view."""
+    spaced = np.full(2 * len(a), -1.0)
+    spaced[::2] = a
+    return {"float64": a.copy(), "float32": a.astype(np.float32), "strided": spaced[::2],
+            "reversed": a[::-1].copy()[::-1]}
+
+
+@pytest.mark.parametrize("layout", ["float64", "float32", "strided", "reversed"])
+def test_inputs_are_not_modified(layout):
+    """Series, query and appended values, in every layout: bit for bit as they were, and read
+    only throughout (so any write in place would raise instead of passing unnoticed)."""
     rng = np.random.default_rng(10)
-    x = walk(rng, 1000)
-    q = x[10:60].copy()
-    x_before, q_before = x.copy(), q.copy()
-    x.flags.writeable = False  # would make any write raise
-    q.flags.writeable = False
+    base = walk(rng, 1000)
+    base[[3, 700]] = np.nan
+    x = layouts(base)[layout]
+    q = layouts(base[10:60] + 0.01)[layout]
+    more = layouts(walk(rng, 40))[layout]
+    arrays = [x, q, more]
+    if layout == "strided":
+        arrays.append(x.base)  # the gaps between the strided values too
+    before = [a.copy() for a in arrays]
+    for a in arrays:
+        a.flags.writeable = False
+    assert x.flags.c_contiguous == (layout not in ("strided", "reversed"))
     idx = MotifIndex(x)
     for metric in ("ed", "dtw"):
         knn(x, q, 5, metric=metric)
         idx.knn(q, 5, metric=metric)
+        reference_knn(x, q, 5, metric=metric)
+    idx.append(more)
+    idx.knn(q, 5)
     knn_batch(x, 50, 3, [500, 900])
-    np.testing.assert_array_equal(x, x_before)
-    np.testing.assert_array_equal(q, q_before)
-    x2 = walk(rng, 100)
-    idx = MotifIndex(x2)
-    x2[:] = 0.0  # the index keeps its own copy
+    for a, b in zip(arrays, before, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    # and the results are those of the float64 values
+    assert_same(knn(x, q, 5), reference_knn(np.asarray(x, dtype=np.float64), q, 5))
+
+
+def test_the_index_keeps_its_own_copy():
+    rng = np.random.default_rng(16)
+    x = walk(rng, 100)
+    idx = MotifIndex(x)
+    x[:] = 0.0
     assert not np.all(idx.values == 0.0)
+    with pytest.raises(ValueError):
+        idx.values[0] = 1.0  # callers get a read-only view
+
+
+def test_repeated_queries_reuse_the_index_and_appends_extend_it(monkeypatch):
+    """The daemon's minute: statistics and envelopes are built once per window length and band;
+    later queries compute none, and an append computes only the windows that reach the new
+    bars (and the envelope positions within the band of them)."""
+    from sniper import motif
+
+    calls = []
+    for name in ("rolling_stats", "segment_means", "envelope"):
+        real = getattr(motif._motif, name)
+
+        def spy(*args, _real=real, _name=name):
+            calls.append((_name, args[2], len(args[-1])))  # (kernel, first index, end)
+            return _real(*args)
+
+        monkeypatch.setattr(motif._motif, name, spy)
+    rng = np.random.default_rng(17)
+    x = walk(rng, 5000)
+    idx = MotifIndex(x[:4000])
+    m, r = 100, 10
+    q = x[4200:4300] + rng.normal(scale=0.1, size=m)
+    idx.knn(q, 5)
+    idx.knn(q, 5, metric="dtw")
+    assert {c[0] for c in calls} == {"rolling_stats", "segment_means", "envelope"}
+    calls.clear()
+    for _ in range(3):
+        for metric in ("ed", "dtw"):
+            idx.knn(q, 5, metric=metric)
+            idx.recent(m, 3, metric=metric)
+    assert calls == []  # nothing recomputed
+    idx.append(x[4000:4007])
+    seg = motif._motif.paa_segment(m)
+    assert sorted(calls) == sorted([
+        ("rolling_stats", 4000 - m + 1, 4007 - m + 1),  # only windows that reach the new bars
+        ("segment_means", 4000 - seg + 1, 4007 - seg + 1),
+        ("envelope", 4000 - r, 4007),
+    ])
+    for metric in ("ed", "dtw"):
+        assert_same(idx.knn(q, 5, metric=metric), reference_knn(x[:4007], q, 5, metric=metric))
 
 
 def test_bad_arguments_are_rejected():
