@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from sniper.motif import MotifIndex, knn_batch, reference_knn
+from sniper import motif
+from sniper.motif import MotifIndex, _cpus, knn_batch, reference_knn
 
 
 def walk(rng, n):
@@ -87,11 +88,13 @@ def test_recent_after_appends_matches_the_batch(series):
             np.testing.assert_allclose(got[1], dist[0], rtol=0, atol=1e-9)
 
 
-def test_search_releases_the_gil():
+@pytest.mark.parametrize("entry", ["knn", "batch"])
+def test_search_releases_the_gil(entry):
     """While a long search runs in one thread, a plain Python loop in another keeps running.
 
     The loop notes the time about every millisecond. Had the kernel held the GIL, the loop
-    would have stalled for the whole kernel call: one gap as long as the search itself."""
+    would have stalled for the whole kernel call: one gap as long as the search itself.
+    `batch` runs on one worker thread here, so the whole batch is a single kernel call."""
     rng = np.random.default_rng(22)
     idx = MotifIndex(walk(rng, 400_000))
     query = rng.normal(size=64)  # matches nothing well: little pruning, a long search
@@ -101,7 +104,10 @@ def test_search_releases_the_gil():
 
     def search():
         span.append(time.perf_counter())
-        idx.knn(query, 20, metric="dtw", window=1.0)
+        if entry == "knn":
+            idx.knn(query, 20, metric="dtw", window=1.0)
+        else:
+            idx.batch(64, 20, [399_999, 399_000], metric="dtw", window=1.0, n_jobs=1)
         span.append(time.perf_counter())
         done.set()
 
@@ -118,3 +124,26 @@ def test_search_releases_the_gil():
     seen = [start] + [t for t in stamps if start < t < end] + [end]
     longest = max(np.diff(seen))
     assert longest < 0.5 * (end - start), f"loop stalled {longest:.3f} s of a {end - start:.3f} s search"
+
+
+@pytest.mark.skipif(_cpus() < 2, reason="needs two usable cores")
+def test_batch_runs_kernels_on_every_core_at_once(series, monkeypatch):
+    """By default the batch splits its positions over one thread per usable core, and the
+    kernel calls of different threads overlap in time (they could not if a kernel held the
+    GIL: each call would run alone from start to end)."""
+    calls = []
+    real = motif._motif.search_batch
+
+    def spy(*args):
+        t0 = time.perf_counter()
+        real(*args)
+        calls.append((threading.get_ident(), t0, time.perf_counter()))
+
+    monkeypatch.setattr(motif._motif, "search_batch", spy)
+    idx, positions = MotifIndex(series), np.arange(30_000, 40_000, 100)
+    starts, _ = idx.batch(50, 5, positions, metric="dtw")
+    monkeypatch.undo()
+    np.testing.assert_array_equal(starts, idx.batch(50, 5, positions, metric="dtw", n_jobs=1)[0])
+    assert len({c[0] for c in calls}) >= 2
+    overlap = any(a[0] != b[0] and a[1] < b[2] and b[1] < a[2] for a in calls for b in calls)
+    assert overlap, "no two kernel calls ran at the same time"
