@@ -10,6 +10,8 @@ Timed, interleaved run by run, medians reported (one process, one thread each):
 - DTW brute force with aeon's numba dtw, timed on every 100th window and scaled up.
 The ED baselines must return the same starts as sniper; the run fails otherwise.
 Also timed: the no-look-ahead batch entry on 1 thread and on every core.
+The header names the instruction set the kernels were built for (setup.py: x86-64-v3 where
+supported, x86-64 baseline with SNIPER_PORTABLE=1); the floors apply to the default build.
 """
 
 import os
@@ -29,6 +31,7 @@ import stumpy  # noqa: E402
 from aeon.distances import dtw_distance, dtw_pairwise_distance  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from sniper import _motif  # noqa: E402
 from sniper.motif import MotifIndex, _cpus, knn  # noqa: E402
 
 N, M, STRETCH, NOISE = 568_000, 100, 300_000, 0.5
@@ -123,6 +126,7 @@ def main(argv: list[str]) -> int:
     print(f"motif search: n={N:,} random walk, m={M}, query = series[{STRETCH}:{STRETCH + M}] + "
           f"N(0, {NOISE}), exclusion={EXCLUSION}; medians of {max(args.runs, 11)} interleaved runs, "
           f"one thread")
+    print(f"kernels built for {_motif.ISA} (SNIPER_PORTABLE=1 at build time: x86-64 baseline)")
     for name, v in ms.items():
         print(f"  {name:<45} {v:10.2f} ms")
     print("ratios (baseline time / sniper time, same run):")
@@ -155,7 +159,7 @@ def main(argv: list[str]) -> int:
     print(f"batch, ED k=10, {len(positions)} positions at the end: 1 thread {one * 1e3:.0f} ms, "
           f"{_cpus()} threads {many * 1e3:.0f} ms ({one / many:.2f}x)")
     ok = True
-    print("floors:")
+    print(f"floors ({_motif.ISA} build):")
     for name, (value, op) in checks.items():
         good = value <= FLOORS[name] if op == "<=" else value >= FLOORS[name]
         ok &= good

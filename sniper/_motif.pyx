@@ -29,6 +29,21 @@ ctypedef fused real:
     float
     double
 
+cdef extern from *:
+    """
+    #if defined(__AVX2__) && defined(__FMA__)
+    #define SNIPER_MOTIF_ISA "x86-64-v3 (AVX2, FMA)"
+    #elif defined(__x86_64__)
+    #define SNIPER_MOTIF_ISA "x86-64 baseline (SSE2)"
+    #else
+    #define SNIPER_MOTIF_ISA "compiler default"
+    #endif
+    """
+    const char* SNIPER_MOTIF_ISA
+
+# the instruction set the kernels were compiled for (setup.py picks it; benchmarks report it)
+ISA = SNIPER_MOTIF_ISA.decode()
+
 FLAT_RTOL = 1e-12
 cdef double _FLAT_RTOL = FLAT_RTOL
 
