@@ -269,18 +269,20 @@ class Executor:
         while not self._stop.is_set():
             try:
                 self.last_status = self.step()
-                failures = 0
             except ExchangeError as exc:
                 logger.warning("executor cycle failed: %s", exc)
                 self.last_status = "error"
             except Exception:
                 logger.exception("executor cycle crashed; continuing")
                 self.last_status = "error"
-            if self.last_status == "error":
-                # an exchange in trouble (503 storm, down) is not hammered: back off, capped
+            if self.last_status in ("error", "rejected"):
+                # an exchange in trouble (503 storm, down) or refusing our orders (e.g. not enough
+                # balance) is not hammered: back off, doubling while it goes on, capped
                 failures += 1
                 self._stop.wait(min(ERROR_BACKOFF_CAP_S, ERROR_BACKOFF_S * 2 ** (failures - 1)))
-            elif self.last_status not in ("acted", "reconciled"):
+                continue
+            failures = 0
+            if self.last_status not in ("acted", "reconciled"):
                 self._wait_for_change(self.config.cycle_seconds)
 
     def _wait_for_change(self, timeout: float) -> None:
@@ -299,7 +301,7 @@ class Executor:
     # ------------------------------------------------------------------ one cycle
     def step(self) -> str:
         """One cycle. Returns what happened: not-ready, reconciled, killed, waiting, acted,
-        refused or idle."""
+        refused (by the risk gate), rejected (by the exchange) or idle."""
         snap = self.state.snapshot(depth=1)
         if not snap.ready:
             return "not-ready"
@@ -321,8 +323,7 @@ class Executor:
         opened = self.journal.open_orders()
         pending = [o for o in opened if o.status == "pending"]
         if pending:
-            self._resend(pending[0])
-            return "acted"
+            return self._resend(pending[0])
         unseen = [o for o in opened if self.state.order_by_clordid(o.clordid) is None]
         if unseen:
             if not self._await(lambda: self.state.order_by_clordid(unseen[0].clordid) is not None):
@@ -487,8 +488,7 @@ class Executor:
         self._last_refusal = ""
         logger.info("place %s %s %d @ %s %s (%s)", rec.clordid, action.side, action.qty, action.price,
                     action.exec_inst or action.time_in_force, action.why)
-        self._send_new(rec)
-        return "acted"
+        return self._send_new(rec)
 
     def _refused(self, verdict, order: dict) -> None:
         """Journal a risk refusal once per change of rule (the gate itself logs it)."""
@@ -496,24 +496,28 @@ class Executor:
             self.journal.record_event("refused", {"rule": verdict.rule, "message": verdict.message} | order)
         self._last_refusal = verdict.rule
 
-    def _resend(self, rec: OrderRecord) -> None:
+    def _resend(self, rec: OrderRecord) -> str:
         """Complete an order whose outcome is unknown by sending the same request again."""
         logger.info("resolving %s (outcome unknown) by re-sending it", rec.clordid)
         self._base_cum.setdefault(rec.clordid, 0)
-        self._send_new(rec)
+        return self._send_new(rec)
 
-    def _send_new(self, rec: OrderRecord) -> None:
+    def _send_new(self, rec: OrderRecord) -> str:
+        """Send a journaled order: "acted"; "rejected" when the exchange refused it (the thread
+        backs off: the same refusal, e.g. insufficient balance, would come again); "error"
+        when the outcome is still unknown (the order stays pending)."""
         try:
             reply = self.rest.place_order(**rec.request(self.symbol))
         except (Rejected, AuthError, NotFound) as exc:
             logger.warning("order %s refused by the exchange: %s", rec.clordid, exc)
             self.journal.void_order(rec.clordid, str(exc))
-            return
+            return "rejected"
         except ExchangeError as exc:
             logger.warning("order %s outcome unknown (%s): will re-send the same clOrdID", rec.clordid, exc)
-            return
+            return "error"  # the client's retry budget is spent: back off before asking again
         self._from_rest(reply)
         self._await(lambda: self._ws_caught_up(rec.clordid))
+        return "acted"
 
     def _amend(self, action: Amend, snap, opened: list[OrderRecord]) -> str:
         order = self.journal.order(action.clordid)
