@@ -86,6 +86,10 @@ def test_post_only_that_would_cross_is_canceled_with_bitmex_text(sim):
     # one tick lower it rests as a maker
     row = order(sim, side="Buy", orderQty=10, price=5000, execInst="ParticipateDoNotInitiate")
     assert row["ordStatus"] == "New" and l2(sim)[("Buy", 5000.0)] == 110
+    # the resting order's value 10/5000*1e8 = 200,000 XBt is open cost; 1 % of it is initial margin
+    margin = rest(sim, "GET", "/api/v1/user/margin")
+    assert (margin["grossOpenCost"], margin["initMargin"]) == (200_000, 2_000)
+    assert margin["availableMargin"] == ONE_XBT - 2_000
 
 
 def test_marketable_limit_sweeps_levels_with_fees_position_and_inverse_pnl(sim):
@@ -105,10 +109,15 @@ def test_marketable_limit_sweeps_levels_with_fees_position_and_inverse_pnl(sim):
     assert (pos["currentQty"], pos["currentCost"]) == (400, -7_999_200)
     assert pos["avgEntryPrice"] == pytest.approx(5000.50005, abs=1e-5)
     assert wallet(sim) == ONE_XBT - 6_000  # 99,994,000
+    # break-even covers the 6,000 paid: 1/B = (7,999,200 - 6,000) / (400 * 1e8) -> 5004.2536
+    assert pos["breakEvenPrice"] == pytest.approx(400e8 / 7_993_200, abs=1e-6)
     # unrealised at mark 5100: markValue -400/5100*1e8 = -7,843,137.25 -> -7,843,137;
     # upnl = -7,843,137 + 7,999,200 = 156,063  (~ 400 * (1/5000.5 - 1/5100) * 1e8 = 156,062.8)
     sim.control("mark", {"price": 5100})
     assert position(sim)["unrealisedPnl"] == 156_063
+    # open interest 400 contracts worth 400/5100*1e8 = 7,843,137.25 -> 7,843,137 XBt at the mark
+    inst = rest(sim, "GET", "/api/v1/instrument?symbol=XBTUSD")[0]
+    assert (inst["openInterest"], inst["openValue"], inst["indexPrice"]) == (400, 7_843_137, 5100)
     # exit at market into the 4900 bid: value 400/4900*1e8 = 8,163,265.31 -> 8,163,265 (a sell: +)
     # realised = -(-7,999,200 + 8,163,265) = -164,065  (~ 400 * (1/5000.5 - 1/4900) * 1e8 = -164,065.2)
     # exit fee 8,163,265 * 0.075 % = 6,122.45 -> 6,122

@@ -219,6 +219,7 @@ class _Account:
     opening_time: float = 0.0
     cancel_at: float | None = None  # cancelAllAfter deadline
     wallet_sent: int | None = None  # wallet amount in the last emitted wallet row
+    created: float = 0.0
 
 
 class Exchange:
@@ -329,7 +330,8 @@ class Exchange:
             if open_interest != self._open_interest_sent:
                 self._open_interest_sent = open_interest
                 out.append(("instrument", "update", [
-                    {"symbol": self.symbol, "openInterest": open_interest, "timestamp": self._ts()}], None))
+                    {"symbol": self.symbol, "openInterest": open_interest,
+                     "openValue": self._open_value(open_interest), "timestamp": self._ts()}], None))
             accounts, self._dirty_accounts = self._dirty_accounts, {}
             for acct in accounts.values():
                 n = self._numbers(acct)
@@ -374,6 +376,11 @@ class Exchange:
             groups["insert" if before == 0 else "update"].append(row)
         self._dirty = {}
         return [("orderBookL2", a, rows, None) for a, rows in groups.items() if rows]
+
+    def _open_value(self, open_interest: int) -> int:
+        """XBt value of the open interest at the mark (inverse: contracts / price)."""
+        mark = self.mark_price or self.last_price
+        return int(round(open_interest * SATOSHI / mark)) if mark else 0
 
     def _touch_account(self, acct: _Account) -> None:
         self._dirty_accounts[acct.key] = acct
@@ -514,7 +521,9 @@ class Exchange:
         self._emit(
             "instrument",
             "update",
-            {"symbol": self.symbol, "markPrice": price, "fairPrice": price, "timestamp": self._ts()},
+            {"symbol": self.symbol, "markPrice": price, "fairPrice": price, "indexPrice": price,
+             "indicativeSettlePrice": price, "openValue": self._open_value(self._open_interest()),
+             "timestamp": self._ts()},
         )
         for acct in self._accounts.values():
             if acct.qty:
@@ -650,6 +659,8 @@ class Exchange:
                 "lastTickDirection": direction,
                 "volume": self._volume,
                 "turnover": self._turnover,
+                "totalVolume": self._volume,
+                "totalTurnover": self._turnover,
                 "timestamp": ts,
             },
         )
@@ -841,6 +852,7 @@ class Exchange:
             deposited=sats,
             wallet=sats,
             leverage=1.0 / self.init_margin,
+            created=self.now(),
         )
 
     def secret_for(self, api_key: str) -> str | None:
@@ -1179,8 +1191,12 @@ class Exchange:
         return far or self.last_price or self.mark_price
 
     def _order_margin(self, acct: _Account, extra=None, skip: _Order | None = None) -> int:
-        """Initial margin of open orders: only what would grow the position counts,
-        and only the larger of the two sides (both cannot fill into new exposure)."""
+        """Initial margin of open orders (see `_open_exposure`)."""
+        return int(round(self._open_exposure(acct, extra, skip) * self._imr(acct)))
+
+    def _open_exposure(self, acct: _Account, extra=None, skip: _Order | None = None) -> float:
+        """XBt value of open orders that would grow the position (grossOpenCost): only the
+        larger of the two sides counts, since both cannot fill into new exposure."""
         qty = {BUY: 0, SELL: 0}
         value = {BUY: 0.0, SELL: 0.0}
         items = [(o.side, o.leaves, o.price or self._expected_price(o), o.reduce_only) for o in acct.open.values()
@@ -1194,8 +1210,7 @@ class Exchange:
             value[side] += leaves * SATOSHI / price
         q = acct.qty
         grow = {BUY: max(0, qty[BUY] - max(0, -q)), SELL: max(0, qty[SELL] - max(0, q))}
-        worst = max(value[s] * grow[s] / qty[s] if qty[s] else 0.0 for s in (BUY, SELL))
-        return int(round(worst * self._imr(acct)))
+        return max(value[s] * grow[s] / qty[s] if qty[s] else 0.0 for s in (BUY, SELL))
 
     def _numbers(self, acct: _Account) -> dict:
         """Margin arithmetic shared by the position and margin rows and liquidation."""
@@ -1209,7 +1224,8 @@ class Exchange:
         pos_comm = int(round(abs(c) * self.taker_fee))
         pos_margin = pos_init + pos_comm if q else 0
         pos_maint = int(round(abs(c) * self.maint_margin)) + pos_comm if q else 0
-        order_margin = self._order_margin(acct)
+        open_value = self._open_exposure(acct)
+        order_margin = int(round(open_value * self._imr(acct)))
         available = acct.wallet - order_margin - pos_margin + (upnl if acct.cross else 0)
         # margin the position may lose before it is bankrupt
         cover = pos_margin if not acct.cross else acct.wallet - order_margin
@@ -1224,6 +1240,7 @@ class Exchange:
             "pos_margin": pos_margin,
             "pos_maint": pos_maint,
             "order_margin": order_margin,
+            "open_value": int(round(open_value)),
             "available": available,
             "liq": self._round_liq(q, liq),
             "bankrupt": bankrupt,
@@ -1419,6 +1436,8 @@ class Exchange:
         entry = abs(q) * SATOSHI / abs(c) if q else None
         buy_open = sum(o.leaves for o in acct.open.values() if o.side == BUY)
         sell_open = sum(o.leaves for o in acct.open.values() if o.side == SELL)
+        buy_cost = sum(o.leaves * SATOSHI / o.price for o in acct.open.values() if o.side == BUY and o.price)
+        sell_cost = sum(o.leaves * SATOSHI / o.price for o in acct.open.values() if o.side == SELL and o.price)
         realised = acct.realised_gross - acct.comm - acct.funding_paid
         return {
             "account": acct.number, "symbol": self.symbol, "currency": "XBt", "underlying": "XBT",
@@ -1428,7 +1447,9 @@ class Exchange:
             "crossMargin": acct.cross, "deleveragePercentile": None, "rebalancedPnl": 0,
             "prevRealisedPnl": 0, "prevUnrealisedPnl": 0, "prevClosePrice": self.last_price,
             "openingTimestamp": iso(acct.opening_time), "openingQty": 0, "openingCost": 0, "openingComm": 0,
-            "openOrderBuyQty": buy_open, "openOrderSellQty": sell_open,
+            "openOrderBuyQty": buy_open, "openOrderBuyCost": -int(round(buy_cost)), "openOrderBuyPremium": 0,
+            "openOrderSellQty": sell_open, "openOrderSellCost": int(round(sell_cost)), "openOrderSellPremium": 0,
+            "grossOpenCost": n["open_value"], "grossOpenPremium": 0, "grossExecCost": abs(c),
             "execBuyQty": acct.exec_buy_qty, "execBuyCost": acct.exec_buy_cost,
             "execSellQty": acct.exec_sell_qty, "execSellCost": acct.exec_sell_cost,
             "execQty": acct.exec_buy_qty - acct.exec_sell_qty,
@@ -1437,14 +1458,15 @@ class Exchange:
             "realisedCost": 0, "unrealisedCost": c, "isOpen": q != 0,
             "markPrice": n["mark"] if q else self.mark_price, "markValue": n["mark_value"],
             "riskValue": abs(n["mark_value"]), "homeNotional": q / n["mark"] if q else 0.0,
-            "foreignNotional": float(-q), "posState": "", "posCost": c, "posCost2": c,
+            "foreignNotional": float(-q), "posState": "", "posCost": c, "posCost2": c, "posCross": 0, "posLoss": 0,
             "posInit": n["pos_init"], "posComm": n["pos_comm"], "posMargin": n["pos_margin"],
-            "posMaint": n["pos_maint"], "maintMargin": n["pos_margin"] + (n["upnl"] if not acct.cross else 0),
+            "posMaint": n["pos_maint"], "initMargin": n["order_margin"], "maintMargin": n["pos_margin"] + (n["upnl"] if not acct.cross else 0),
             "realisedGrossPnl": acct.realised_gross, "realisedPnl": realised,
             "unrealisedGrossPnl": n["upnl"], "unrealisedPnl": n["upnl"],
             "unrealisedPnlPcnt": round(n["upnl"] / abs(c), 4) if c else 0.0,
             "unrealisedRoePcnt": round(n["upnl"] / n["pos_init"], 4) if n["pos_init"] else 0.0,
             "avgCostPrice": entry, "avgEntryPrice": entry,
+            "breakEvenPrice": self._price_at_margin(q, c, -acct.comm) if q else None,
             "marginCallPrice": n["liq"] if q else None, "liquidationPrice": n["liq"] if q else None,
             "bankruptPrice": n["bankrupt"] if q else None, "timestamp": ts,
             "lastPrice": self.last_price, "lastValue": n["mark_value"],
@@ -1456,7 +1478,7 @@ class Exchange:
         used = n["order_margin"] + n["pos_margin"]
         return {
             "account": acct.number, "currency": "XBt", "riskLimit": self.risk_limit, "amount": acct.wallet,
-            "prevRealisedPnl": 0, "grossComm": acct.exec_comm, "grossOpenCost": 0,
+            "prevRealisedPnl": 0, "grossComm": acct.exec_comm, "grossOpenCost": n["open_value"], "grossOpenPremium": 0,
             "grossExecCost": abs(acct.cost), "grossMarkValue": abs(n["mark_value"]),
             "riskValue": abs(n["mark_value"]), "initMargin": n["order_margin"], "maintMargin": n["pos_margin"],
             "targetExcessMargin": 0,
@@ -1467,6 +1489,7 @@ class Exchange:
             "excessMargin": n["available"], "availableMargin": n["available"],
             "withdrawableMargin": max(0, min(n["available"], acct.wallet)),
             "makerFeeDiscount": 0, "takerFeeDiscount": 0, "timestamp": self._ts(),
+            "foreignMarginBalance": balance, "foreignRequirement": n["pos_maint"],
         }
 
     def _wallet_row(self, acct: _Account) -> dict:
@@ -1476,7 +1499,7 @@ class Exchange:
             "deltaWithdrawn": 0, "deltaTransferIn": 0, "deltaTransferOut": 0,
             "deltaAmount": acct.wallet - acct.deposited, "deposited": acct.deposited, "withdrawn": 0,
             "transferIn": 0, "transferOut": 0, "amount": acct.wallet, "pendingCredit": 0, "pendingDebit": 0,
-            "confirmedDebit": 0, "timestamp": self._ts(), "addr": "", "script": "", "withdrawalLock": [],
+            "confirmedDebit": 0, "prevTimestamp": iso(acct.created), "timestamp": self._ts(), "addr": "", "script": "", "withdrawalLock": [],
         }
 
     # ------------------------------------------------------------------ public views
@@ -1491,8 +1514,9 @@ class Exchange:
             lastPrice=self.last_price, lastTickDirection=self._tick_direction, bidPrice=bid, askPrice=ask,
             midPrice=(bid + ask) / 2 if bid is not None and ask is not None else None,
             markPrice=self.mark_price, fairPrice=self.mark_price, markMethod="FairPrice",
-            volume=self._volume, turnover=self._turnover,
-            openInterest=self._open_interest(),
+            indexPrice=self.mark_price, indicativeSettlePrice=self.mark_price, fairBasis=0.0, fairBasisRate=0.0,
+            volume=self._volume, turnover=self._turnover, totalVolume=self._volume, totalTurnover=self._turnover,
+            openInterest=self._open_interest(), openValue=self._open_value(self._open_interest()),
             hasLiquidity=bid is not None or ask is not None, timestamp=self._ts(),
         )
         return row
