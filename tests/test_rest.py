@@ -3,7 +3,10 @@ safe, duplicate-clOrdID lookup after a lost reply, Retry-After and rate-limit pa
 
 from __future__ import annotations
 
+import logging
+import socket
 import time
+import traceback
 
 import pytest
 from drivers.sessions import FlakyLink
@@ -160,3 +163,43 @@ def test_slows_down_before_the_rate_limit(sim_factory):
     assert rest.ratelimit["remaining"] == 0
     paced = [s for s in clock.sleeps if s > 0]
     assert len(paced) == 3 and all(2.0 < s <= 3.5 for s in paced), paced
+
+
+def test_secrets_never_show_in_errors_or_logs(sim_server, caplog):
+    """Whatever fails (bad signature, refusal, 404, 503, no answer), neither the API secret nor
+    a request signature appears in the error, its chained causes, the client's repr or the log."""
+    sim_server.control("book", BOOK)
+    wrong = "wrong-secret-" + "z" * 20
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]  # nothing listens here once the socket closes
+    good = client(sim_server, RecordingClock(scale=0), max_attempts=2)
+    bad = client(sim_server, RecordingClock(scale=0), secret=wrong, max_attempts=2)
+    gone = RestClient(f"http://127.0.0.1:{dead_port}", Credentials(sim_server.key, sim_server.secret),
+                      RecordingClock(scale=0), max_attempts=2)
+    failures = [
+        lambda: bad.position(),
+        lambda: bad.place_order(side="Buy", orderQty=10, price=9980, clOrdID="sec-1"),
+        lambda: good.place_order(side="Buy", orderQty=10, price=9990.3, clOrdID="sec-2"),
+        lambda: good.cancel_order(clOrdID="never-placed"),
+        lambda: gone.place_order(side="Buy", orderQty=10, price=9980, clOrdID="sec-3"),
+    ]
+    errors = []
+    with caplog.at_level(logging.DEBUG):
+        for call in failures:
+            with pytest.raises(ExchangeError) as exc:
+                call()
+            errors.append(exc.value)
+        sim_server.control("fault", {"mode": "overload", "seconds": 30})
+        with pytest.raises(Overloaded) as exc:
+            good.amend_order(origClOrdID="sec-2", price=9985)
+        errors.append(exc.value)
+    assert [type(e).__name__ for e in errors] == ["AuthError", "AuthError", "Rejected", "NotFound", "Timeout",
+                                                  "Overloaded"]
+    texts = [caplog.text, repr(good.credentials), str(good.credentials)]
+    texts += [repr(c) + repr(vars(c)) for c in (good, bad, gone)]
+    texts += ["".join(traceback.format_exception(e)) + repr(e) + str(e) for e in errors]
+    for text in texts:
+        for secret in (sim_server.secret, wrong):
+            assert secret not in text
+        assert "api-signature" not in text.lower()
