@@ -50,6 +50,7 @@ def test_module_entry_without_the_cli():
     (["--data", "/nonexistent/bars.csv.gz"], "bars.csv.gz"),
     (["--start", "not-a-time"], "not-a-time"),
     (["--max-backlog", "0"], "max_backlog must be >= 1"),
+    (["--taker-fee", "0.075"], "fees must be fractions"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, text):
     done = subprocess.run(ROOT_ARGS + ["--port", "0"] + args, capture_output=True, text=True, timeout=60)
@@ -71,6 +72,20 @@ def test_options_reach_the_simulator(sim_factory):
     demo = auth.headers(auth.Credentials("sim-demo-key", "sim-demo-secret-0123456789"), "GET",
                         "/api/v1/user/wallet", "", time.time())
     assert requests.get(sim.url + "/api/v1/user/wallet", headers=demo, timeout=5).status_code == 401
+
+
+def test_fees_are_configurable(sim_factory):
+    sim = sim_factory(extra_args=["--maker-fee", "-0.0001", "--taker-fee", "0.0005"])
+    inst = requests.get(sim.url + "/api/v1/instrument", timeout=5).json()[0]
+    assert (inst["makerFee"], inst["takerFee"]) == (-0.0001, 0.0005)
+    sim.control("book", {"clear": True, "levels": [{"side": "Sell", "price": 5000, "size": 100}]})
+    body = '{"symbol": "XBTUSD", "side": "Buy", "orderQty": 100, "ordType": "Market"}'
+    headers = {**sim.headers("POST", "/api/v1/order", body), "content-type": "application/json"}
+    assert requests.post(sim.url + "/api/v1/order", data=body, headers=headers, timeout=5).status_code == 200
+    path = "/api/v1/execution/tradeHistory"
+    (fill,) = requests.get(sim.url + path, headers=sim.headers("GET", path), timeout=5).json()
+    # value 100/5000*1e8 = 2,000,000 XBt; taker 0.05 % = 1,000 (the default 0.075 % would be 1,500)
+    assert (fill["execComm"], fill["commission"]) == (1_000, 0.0005)
 
 
 def test_demo_account_and_l2_rate(sim_factory):

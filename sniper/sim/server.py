@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 CONTROL_PREFIX = "/_control"
 FEED_TICK_S = 0.005  # how often the feed is stepped to the simulated clock
 DEFAULT_RATE_LIMIT = 120  # requests per minute per key, BitMEX's default budget
+DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE = -0.00025, 0.00075  # BitMEX XBTUSD's schedule of the data era
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
@@ -58,6 +59,8 @@ class SimOptions:
     l2_rate: float | None = None  # orderBookL2 messages per second; None = the feed's default
     rate_limit: int = DEFAULT_RATE_LIMIT  # 0 = unlimited
     max_backlog: int = DEFAULT_MAX_BACKLOG  # frames queued to one websocket client before it is cut off
+    maker_fee: float = DEFAULT_MAKER_FEE  # fraction of the traded value; negative = a rebate
+    taker_fee: float = DEFAULT_TAKER_FEE
 
 
 class Sim:
@@ -75,7 +78,11 @@ class Sim:
         self.paused = bool(opts.paused)
         self.clock = SimClock(feed_mod.default_start(bars) if start is None else start,
                               0.0 if self.paused else self.speed)
-        self.exchange = Exchange(feed_mod.instrument_for(bars), self.clock, funding=funding, seed=opts.seed)
+        if not (-0.01 <= opts.maker_fee <= 0.01 and 0 <= opts.taker_fee <= 0.01):
+            raise ValueError(f"fees must be fractions (maker -0.01..0.01, taker 0..0.01), got maker "
+                             f"{opts.maker_fee} taker {opts.taker_fee}")
+        self.exchange = Exchange(feed_mod.instrument_for(bars), self.clock, funding=funding, seed=opts.seed,
+                                 maker_fee=opts.maker_fee, taker_fee=opts.taker_fee)
         for key, secret, balance in opts.accounts or [(SIM_DEMO_KEY, SIM_DEMO_SECRET, 1.0)]:
             self.exchange.add_account(key, secret, balance)
         feed_kwargs = {} if opts.l2_rate is None else {"l2_rate": opts.l2_rate}
@@ -351,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-backlog", type=_non_negative(int), default=DEFAULT_MAX_BACKLOG,
                    help=f"frames queued to one websocket client before it is disconnected as too slow "
                         f"(default {DEFAULT_MAX_BACKLOG:,})")
+    p.add_argument("--maker-fee", type=float, default=DEFAULT_MAKER_FEE,
+                   help=f"maker fee as a fraction of value, negative = rebate (default {DEFAULT_MAKER_FEE})")
+    p.add_argument("--taker-fee", type=float, default=DEFAULT_TAKER_FEE,
+                   help=f"taker fee as a fraction of value (default {DEFAULT_TAKER_FEE})")
     p.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -375,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     sniper_log.setup(args.log_level)
     opts = SimOptions(host=args.host, port=args.port, data=args.data, funding=args.funding, speed=args.speed,
                       seed=args.seed, accounts=args.account, paused=args.paused, start=args.start,
-                      l2_rate=args.l2_rate, rate_limit=args.rate_limit, max_backlog=args.max_backlog)
+                      l2_rate=args.l2_rate, rate_limit=args.rate_limit, max_backlog=args.max_backlog,
+                      maker_fee=args.maker_fee, taker_fee=args.taker_fee)
     try:
         asyncio.run(_serve_until_signal(opts))
     except (OSError, ValueError) as exc:
