@@ -13,6 +13,10 @@ attempt landed, so the order is looked up and returned), an amend that sets
 absolute values, cancels, and the dead man's switch. Everything else fails on
 the first error. A 503 or 429 storm therefore costs time, never an extra order.
 
+After a 429 nothing is sent until its Retry-After has passed: a request made
+meanwhile fails at once with RateLimited (not sent), and no retry sleeps past
+`max_elapsed`, so a long Retry-After never freezes the caller's thread.
+
 Pacing: BitMEX reports `x-ratelimit-limit`, `-remaining` and `-reset` on each
 reply; once the remaining budget falls below a share of the limit the client
 sends no faster than the budget refills ((reset - now) / (limit - remaining)
@@ -160,6 +164,7 @@ class RestClient:
         self.session.headers.update({"content-type": "application/json", "accept": "application/json",
                                      "connection": "keep-alive"})
         self._not_before = 0.0  # clock time before which the next request must not be sent (pacing)
+        self._blocked_until = 0.0  # monotonic time until which the exchange told us (429) to send nothing
         self.ratelimit: dict[str, float] = {}  # last seen limit / remaining / reset
         self.stats = {"requests": 0, "retries": 0, "paced_s": 0.0}
 
@@ -183,10 +188,11 @@ class RestClient:
                 return self._send_once(verb, full_path, data)
             except ExchangeError as exc:
                 elapsed = self.clock.monotonic() - started
-                if not (idempotent and _retryable(exc)) or attempt >= self.max_attempts \
-                        or elapsed >= self.max_elapsed:
+                if not (idempotent and _retryable(exc)) or attempt >= self.max_attempts:
                     raise
                 delay = self._backoff(attempt, exc)
+                if elapsed + delay > self.max_elapsed:
+                    raise  # a long Retry-After is the caller's to wait out, not a blocking sleep here
                 self.stats["retries"] += 1
                 logger.info("%s %s attempt %d failed (%s); retrying in %.3f s", verb, full_path, attempt, exc, delay)
                 self.clock.sleep(delay)
@@ -199,6 +205,10 @@ class RestClient:
         return delay
 
     def _send_once(self, verb: str, full_path: str, data: str):
+        blocked = self._blocked_until - self.clock.monotonic()
+        if blocked > 0:  # sending now would only earn another 429 (and, at BitMEX, a ban)
+            raise RateLimited(f"{verb} {full_path}: not sent, rate limited for another {blocked:.2f} s",
+                              429, "RateLimitError", retry_after=blocked)
         self._pace()
         headers = auth.headers(self.credentials, verb, full_path, data, self.clock.now(), self.expires_ttl) \
             if self.credentials else None
@@ -211,6 +221,10 @@ class RestClient:
         except requests.ConnectionError as exc:
             raise Timeout(f"{verb} {full_path}: connection failed ({exc.__class__.__name__})") from exc
         self._read_ratelimit(resp.headers)
+        if resp.status_code == 429:
+            error = _error_from(resp)
+            self._blocked_until = self.clock.monotonic() + error.retry_after
+            raise error
         if resp.status_code < 300:
             try:
                 return resp.json() if resp.content else None

@@ -13,7 +13,7 @@ from drivers.sessions import FlakyLink
 
 from sniper.auth import Credentials
 from sniper.clock import RealClock
-from sniper.rest import AuthError, ExchangeError, NotFound, Overloaded, Rejected, RestClient
+from sniper.rest import AuthError, ExchangeError, NotFound, Overloaded, RateLimited, Rejected, RestClient
 
 BOOK = {"clear": True, "levels": [{"side": "Buy", "price": 9990, "size": 1000},
                                   {"side": "Sell", "price": 10010, "size": 1000}]}
@@ -150,6 +150,23 @@ def test_429_waits_for_retry_after(sim_server):
     assert rest.position() is None
     assert clock.sleeps[0] >= 1.0  # the server said Retry-After: 1
     assert time.monotonic() - started >= 1.0
+
+
+def test_a_long_retry_after_fails_fast_and_holds_requests_back(sim_server):
+    """Retry-After beyond the retry budget: the client raises at once instead of sleeping it out
+    (the executor's thread must stay responsive), and sends nothing until it has passed."""
+    sim_server.control("fault", {"mode": "ratelimit", "seconds": 1.2})  # Retry-After: 2
+    rest = client(sim_server, max_elapsed=0.5)
+    started = time.monotonic()
+    with pytest.raises(RateLimited) as exc:
+        rest.position()
+    assert exc.value.retry_after == 2 and time.monotonic() - started < 0.3
+    seen = sim_server.state()["counters"]["rest_requests"]
+    with pytest.raises(RateLimited, match="not sent"):
+        rest.place_order(side="Buy", orderQty=10, price=9980, clOrdID="held-1")
+    assert sim_server.state()["counters"]["rest_requests"] == seen  # held back, never on the wire
+    time.sleep(max(0.0, started + 2.05 - time.monotonic()))
+    assert rest.position() is None and rest.stats["requests"] == 2  # the held-back one was not counted
 
 
 def test_slows_down_before_the_rate_limit(sim_factory):
