@@ -79,6 +79,8 @@ class SimConfig:
     seed: int = _rule(1, lo=0)
     port: int = _rule(0, lo=0, hi=65535)
     balance_xbt: float = _rule(1.0, positive=True)
+    maker_fee: float = _rule(-0.00025, lo=-0.01, hi=0.01)  # fraction of traded value; negative = rebate
+    taker_fee: float = _rule(0.00075, lo=0.0, hi=0.01)
 
 
 @dataclass(frozen=True)

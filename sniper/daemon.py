@@ -4,7 +4,8 @@ Today it starts the exchange connection (the embedded simulator when the
 config says `sim`), the websocket thread that keeps the shared state, the
 health endpoint and systemd's watchdog, and logs what it sees; the strategy
 loop and executor join here as they are built. SIGTERM/SIGINT stop every
-part in reverse order and exit 0.
+part in reverse order and exit 0; an exchange that refuses the API key (401/403)
+stops the daemon with status 3, which systemd is told not to restart.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sniper.ws.state import configure_switch_interval
 
 logger = logging.getLogger("sniper.daemon")
 
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 3  # 2 is the CLI's bad-usage/config status
 STATUS_EVERY_S = 10.0
 TICK_S = 1.0  # supervisor cadence: watchdog ping while healthy, status line every STATUS_EVERY_S
 
@@ -34,11 +36,16 @@ def _start_exchange(cfg: Config, stack: contextlib.ExitStack, creds) -> str:
     server = SimServer(
         port=cfg.sim.port, data=cfg.sim.data, funding=cfg.sim.funding, speed=cfg.sim.speed, seed=cfg.sim.seed,
         accounts=[(creds.key, creds.secret, cfg.sim.balance_xbt)],
+        maker_fee=cfg.sim.maker_fee, taker_fee=cfg.sim.taker_fee,
     )
     url = server.start()
     stack.callback(server.stop)
     logger.info("embedded simulator listening on %s (speed %.1fx, seed %d)", url, cfg.sim.speed, cfg.sim.seed)
     return url
+
+
+class Refused(Exception):
+    """The exchange refused us for good (401/403): restarting cannot help, a person must act."""
 
 
 def _status(state, client) -> dict:
@@ -73,11 +80,14 @@ def run_daemon(cfg: Config, *, log_format: str | None = None, log_level: str | N
     try:
         with contextlib.ExitStack() as stack:
             _supervise(cfg, stack, stop)
+    except Refused as exc:
+        logger.error("stopping, the exchange refused us: %s (fix the API key, then start again)", exc)
+        return EXIT_REFUSED
     except Exception:
         logger.exception("fatal error, stopping")
-        return 1
+        return EXIT_FAILED
     logger.info("stopped cleanly")
-    return 0
+    return EXIT_OK
 
 
 def _supervise(cfg: Config, stack: contextlib.ExitStack, stop: threading.Event) -> None:
@@ -101,6 +111,8 @@ def _supervise(cfg: Config, stack: contextlib.ExitStack, stop: threading.Event) 
     health.sd_notify("READY=1")
     next_status = 0.0
     while not stop.wait(TICK_S):
+        if client.fatal:
+            raise Refused(client.fatal)
         status = _status(state, client)
         if status["healthy"]:
             health.sd_notify("WATCHDOG=1")

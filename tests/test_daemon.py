@@ -2,6 +2,7 @@
 serves /health, and exits 0 within 10 s of SIGTERM."""
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -55,3 +56,21 @@ def test_daemon_on_sim_serves_health_and_stops_on_sigterm(tmp_path):
     assert any("embedded simulator listening" in m for m in messages)
     assert any("SIGTERM" in m for m in messages) and messages[-1] == "stopped cleanly"
     assert "sim-demo-secret-0123456789" not in "\n".join(messages)
+
+
+def test_refused_api_key_stops_the_daemon_with_status_3(tmp_path, sim_server):
+    cfg = tmp_path / "remote.yaml"
+    text = (ROOT / "configs" / "sim.yaml").read_text()
+    for line in ("  base_url: sim", "  api_key: sim-demo-key", "  api_secret: sim-demo-secret-0123456789"):
+        assert line in text
+    text = text.replace("  base_url: sim", f"  base_url: {sim_server.url}")
+    text = text.replace("  api_key: sim-demo-key", "").replace("  api_secret: sim-demo-secret-0123456789", "")
+    cfg.write_text(text.replace("format: text ", "format: json "))
+    wrong = "wrong-secret-" + "9" * 24
+    env = {**os.environ, "BITMEX_API_KEY": "sim-demo-key", "BITMEX_API_SECRET": wrong}
+    done = subprocess.run([sys.executable, "run_sniper.py", "--config", str(cfg)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert "refused" in lines[-1]["message"] and "401" in lines[-1]["message"]
+    assert wrong not in done.stderr + done.stdout
