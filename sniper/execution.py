@@ -534,10 +534,11 @@ class Executor:
         try:
             reply = self.rest.amend_order(origClOrdID=action.clordid, **params)
         except Rejected as exc:
-            # typically filled or canceled meanwhile: the websocket will tell
+            # typically filled or canceled meanwhile: the websocket will tell. "rejected" makes the
+            # thread pause briefly, so a refusal that persists cannot become a tight loop
             logger.info("amend %s refused: %s", action.clordid, exc)
             self._await(lambda: self._ws_caught_up(action.clordid))
-            return "acted"
+            return "rejected"
         self._from_rest(reply)
         self._await(lambda: self._ws_caught_up(action.clordid))
         return "acted"
