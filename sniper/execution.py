@@ -371,9 +371,7 @@ class Executor:
             row = self.state.order_by_clordid(order.clordid)
             if row is not None:
                 self._fold(row)
-        cursor, self._exec_cursor = self._exec_cursor, self.state.private_seq
-        for row in self.state.executions_since(cursor):
-            self.journal.record_fill(dict(row))  # idempotent by execID, so overlaps are harmless
+        self._record_fills()
         strays = []
         for row in snap.orders:
             rec = self.journal.order(row.get("clOrdID") or "")
@@ -387,6 +385,12 @@ class Executor:
                 self.journal.update_from_exchange(dict(row))
         if strays:
             self._handle_strays(strays)
+
+    def _record_fills(self) -> None:
+        """Journal the executions the websocket delivered since the last call."""
+        cursor, self._exec_cursor = self._exec_cursor, self.state.private_seq
+        for row in self.state.executions_since(cursor):
+            self.journal.record_fill(dict(row))  # idempotent by execID, so overlaps are harmless
 
     def _handle_strays(self, rows: list[dict]) -> None:
         for row in rows:
@@ -582,8 +586,14 @@ class Executor:
             return False
         rec = self.journal.order(clordid)
         if rec.status == "done":
-            return row.get("ordStatus") in TERMINAL_ORD_STATUSES
-        return int(row.get("cumQty") or 0) >= rec.cum_qty
+            caught_up = row.get("ordStatus") in TERMINAL_ORD_STATUSES
+        else:
+            caught_up = int(row.get("cumQty") or 0) >= rec.cum_qty
+        if caught_up:
+            # the exchange sends an order's executions before its row: journal them now, so the
+            # journal never holds a filled order without its fills (even while the thread backs off)
+            self._record_fills()
+        return caught_up
 
     def _await(self, predicate: Callable[[], bool]) -> bool:
         """Wait (up to confirm_timeout_s) for the websocket to show what REST told us."""
