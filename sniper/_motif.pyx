@@ -89,6 +89,28 @@ cdef void exact_stats(const double* w, Py_ssize_t m, double* rem, double* var) n
     var[0] = v / m
 
 
+cdef struct Sums:
+    double s1, s2, big  # sum of y, of y*y, and the largest y*y carried
+    Py_ssize_t bad      # non-finite values inside the window
+
+
+cdef inline void sums_add(Sums* a, double y) noexcept nogil:
+    if isfinite(y):
+        a.s1 += y
+        a.s2 += y * y
+        a.big = y * y if y * y > a.big else a.big
+    else:
+        a.bad += 1
+
+
+cdef inline void sums_drop(Sums* a, double y) noexcept nogil:
+    if isfinite(y):
+        a.s1 -= y
+        a.s2 -= y * y
+    else:
+        a.bad -= 1
+
+
 cdef void window_stats(const double* x, Py_ssize_t m, Py_ssize_t i0, Py_ssize_t i1,
                        double* rem, double* isg) noexcept nogil:
     """Mean and 1/std of windows i0..i1-1.
@@ -102,8 +124,9 @@ cdef void window_stats(const double* x, Py_ssize_t m, Py_ssize_t i0, Py_ssize_t 
     to the largest y*y the sums have carried may have lost digits to cancellation: it is
     recomputed by `exact_stats`, which also makes constant windows come out exactly flat.
     """
-    cdef Py_ssize_t b, bend, i, j, bad
-    cdef double c, s1, s2, big, y, mean, var
+    cdef Py_ssize_t b, bend, i, j
+    cdef double c, mean, var
+    cdef Sums acc
     b = i0
     while b < i1:
         bend = b + BLOCK if b + BLOCK < i1 else i1
@@ -112,40 +135,21 @@ cdef void window_stats(const double* x, Py_ssize_t m, Py_ssize_t i0, Py_ssize_t 
             if isfinite(x[j]):
                 c = x[j]
                 break
-        s1 = 0.0
-        s2 = 0.0
-        big = 0.0
-        bad = 0
+        acc.s1 = acc.s2 = acc.big = 0.0
+        acc.bad = 0
         for j in range(b, b + m):
-            y = x[j] - c
-            if isfinite(y):
-                s1 += y
-                s2 += y * y
-                big = y * y if y * y > big else big
-            else:
-                bad += 1
+            sums_add(&acc, x[j] - c)
         for i in range(b, bend):
             if i > b:
-                y = x[i - 1] - c
-                if isfinite(y):
-                    s1 -= y
-                    s2 -= y * y
-                else:
-                    bad -= 1
-                y = x[i + m - 1] - c
-                if isfinite(y):
-                    s1 += y
-                    s2 += y * y
-                    big = y * y if y * y > big else big
-                else:
-                    bad += 1
-            if bad:
+                sums_drop(&acc, x[i - 1] - c)
+                sums_add(&acc, x[i + m - 1] - c)
+            if acc.bad:
                 rem[i] = 0.0
                 isg[i] = NAN
                 continue
-            mean = s1 / m
-            var = s2 / m - mean * mean
-            if var <= big * (m + BLOCK) * 1e-7:
+            mean = acc.s1 / m
+            var = acc.s2 / m - mean * mean
+            if var <= acc.big * (m + BLOCK) * 1e-7:
                 exact_stats(x + i, m, &mean, &var)
             else:
                 mean += c - x[i]
