@@ -347,12 +347,15 @@ class Exchange:
             for cb in self._subs:
                 cb(*msg)
 
+    def _touch_fields(self) -> dict:
+        """The instrument's bidPrice/askPrice/midPrice (None for an empty side)."""
+        bid, ask = self.best_bid(), self.best_ask()
+        return {"bidPrice": bid, "askPrice": ask,
+                "midPrice": (bid + ask) / 2 if bid is not None and ask is not None else None}
+
     def _emit_touch(self) -> None:
         """BitMEX streams the instrument's bid/ask/mid as the touch moves; clients read them."""
-        bid, ask = self.best_bid(), self.best_ask()
-        self._emit("instrument", "update", {
-            "symbol": self.symbol, "bidPrice": bid, "askPrice": ask,
-            "midPrice": (bid + ask) / 2 if bid is not None and ask is not None else None, "timestamp": self._ts()})
+        self._emit("instrument", "update", {"symbol": self.symbol, **self._touch_fields(), "timestamp": self._ts()})
 
     def _open_interest(self) -> int:
         """Contracts held long by the accounts (the replayed liquidity holds no positions)."""
@@ -1504,20 +1507,21 @@ class Exchange:
 
     # ------------------------------------------------------------------ public views
     def instrument_row(self) -> dict:
-        bid, ask = self.best_bid(), self.best_ask()
+        touch = self._touch_fields()
         nxt = self._next_funding
+        open_interest = self._open_interest()
         row = dict(self.instrument)
+        row.update(touch)
         row.update(
             symbol=self.symbol, state="Open", fundingTimestamp=iso(nxt),
             fundingInterval="2000-01-01T08:00:00.000Z", fundingRate=self.funding_rate_at(nxt),
             indicativeFundingRate=self.funding_rate_at(nxt + FUNDING_INTERVAL),
-            lastPrice=self.last_price, lastTickDirection=self._tick_direction, bidPrice=bid, askPrice=ask,
-            midPrice=(bid + ask) / 2 if bid is not None and ask is not None else None,
+            lastPrice=self.last_price, lastTickDirection=self._tick_direction,
             markPrice=self.mark_price, fairPrice=self.mark_price, markMethod="FairPrice",
             indexPrice=self.mark_price, indicativeSettlePrice=self.mark_price, fairBasis=0.0, fairBasisRate=0.0,
             volume=self._volume, turnover=self._turnover, totalVolume=self._volume, totalTurnover=self._turnover,
-            openInterest=self._open_interest(), openValue=self._open_value(self._open_interest()),
-            hasLiquidity=bid is not None or ask is not None, timestamp=self._ts(),
+            openInterest=open_interest, openValue=self._open_value(open_interest),
+            hasLiquidity=touch["bidPrice"] is not None or touch["askPrice"] is not None, timestamp=self._ts(),
         )
         return row
 

@@ -141,14 +141,13 @@ class State(StateCore):
         def changed() -> bool:
             return self.private_seq > private_after or (touch is not None and self.touch() != touch)
 
+        watching = touch is not None  # only a touch watcher asks the book's fast path to wake it
         with self._change_cv:
-            if touch is None:
-                return self._change_cv.wait_for(changed, timeout)
-            self.touch_waiters += 1
+            self.touch_waiters += watching
             try:
                 return self._change_cv.wait_for(changed, timeout)
             finally:
-                self.touch_waiters -= 1
+                self.touch_waiters -= watching
 
     def touch(self) -> tuple:
         """(best_bid, best_ask) now, either None while that side is empty or unknown."""
