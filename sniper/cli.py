@@ -7,6 +7,7 @@ line on stderr and exit status 2; a fatal runtime error exits 1.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -47,6 +48,17 @@ def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+# Each research/tool command lives with the code it drives: the module's `add_cli(sub)` adds its
+# subparser(s) and sets `handler` (a function of the parsed args returning the exit status).
+COMMAND_MODULES: tuple[str, ...] = ()
+PLANNED = (
+    ("history", "sync and inspect the 1-minute OHLCV and funding store"),
+    ("backtest", "run a strategy over history against the simulated exchange"),
+    ("train", "search strategy hyperparameters"),
+    ("report", "render figures and an HTML report of a run"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sniper", description="BitMEX XBTUSD trading daemon, simulator and research tools.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -54,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the trading daemon", description="Run the trading daemon.")
     run.add_argument("--config", required=True, help="YAML config, e.g. configs/sim.yaml")
+    run.add_argument("--exchange-url", help="trade on this BitMEX-compatible endpoint instead of the config's "
+                                            "(e.g. http://127.0.0.1:PORT, an already-running simulator)")
     run.add_argument("--log-format", choices=("text", "json"), help="override logging.format")
     run.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="override logging.level")
     run.set_defaults(handler=_cmd_run)
@@ -61,15 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help; `main` hands `sim` and its arguments to the simulator before parsing.
     sub.add_parser("sim", help="run the BitMEX-compatible exchange simulator (sniper sim --help)", add_help=False)
 
-    for name, text in (
-        ("history", "sync and inspect the 1-minute OHLCV and funding store"),
-        ("backtest", "run a strategy over history against the simulated exchange"),
-        ("train", "search strategy hyperparameters"),
-        ("report", "render figures and an HTML report of a run"),
-    ):
-        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        p.add_argument("--config", help="YAML config")
-        p.set_defaults(handler=_not_yet(name))
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_cli(sub)
+    for name, text in PLANNED:
+        if name not in sub.choices:
+            p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+            p.add_argument("--config", help="YAML config")
+            p.set_defaults(handler=_not_yet(name))
     return parser
 
 

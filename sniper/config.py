@@ -90,10 +90,78 @@ class CredentialsConfig:
     api_secret: str | None = field(default=None, repr=False)
 
 
+STYLES = ("passive", "market")
+
+
+@dataclass(frozen=True)
+class TrendConfig:
+    """The long-term logic: the reference system's dual EMA over 1-minute closes."""
+
+    fast_period: int = _rule(1054, lo=2, hi=100_000)  # EMA of the closes
+    slow_period: int = _rule(370, lo=2, hi=100_000)  # EMA of that EMA; long while it rises
+    leverage: float = _rule(5.0, positive=True, hi=100.0)
+    style: str = _rule("passive", choices=STYLES)
+
+
+@dataclass(frozen=True)
+class FundingBand:
+    """One row of the settlement table: for |rate| above `above`, enter `enter_minutes`
+    before settlement on the receiving side; `reverse` plays the post-funding reversal."""
+
+    above: float = _rule(lo=0.0, hi=0.1)
+    enter_minutes: int = _rule(lo=1, hi=479)
+    reverse: bool = False
+
+
+def _bands(*rows: tuple[float, int, bool]) -> tuple[FundingBand, ...]:
+    return tuple(FundingBand(a, m, r) for a, m, r in rows)
+
+
+@dataclass(frozen=True)
+class FundingConfig:
+    """The short-term logic around the 8-hourly settlement (04:00, 12:00, 20:00 UTC)."""
+
+    # rate > 0: longs pay, the short side receives; rate < 0: the long side receives
+    positive: tuple[FundingBand, ...] = field(default=_bands(
+        (0.0030, 3, True), (0.0020, 4, True), (0.0015, 5, False), (0.0010, 6, False), (0.0005, 8, False)))
+    negative: tuple[FundingBand, ...] = field(default=_bands(
+        (0.0030, 3, True), (0.0020, 5, True), (0.0015, 7, False), (0.0010, 8, False), (0.0005, 10, False)))
+    leverage: float = _rule(3.0, positive=True, hi=100.0)
+    style: str = _rule("market", choices=STYLES)
+    exit_after_minutes: int = _rule(1, lo=0, hi=60)  # minutes after settlement to exit or reverse
+    reverse_minutes: int = _rule(15, lo=1, hi=240)  # how long the post-funding reversal is held
+    stop_fraction: float = _rule(0.5, positive=True, hi=1.0)  # exit when the adverse move eats this
+    # fraction of the distance from entry to the bankruptcy price
+
+
+@dataclass(frozen=True)
+class MotifConfig:
+    """The regime switch: k nearest earlier motifs of the last `window` closes forecast the
+    next `horizon` minutes; a strong, agreeing forecast hands control to the short-term logic."""
+
+    window: int = _rule(62, lo=4, hi=10_000)  # L: closes per motif
+    k: int = _rule(4, lo=1, hi=100)  # neighbours
+    horizon: int = _rule(18, lo=1, hi=10_000)  # H: minutes forecast (and held)
+    metric: str = _rule("dtw", choices=("ed", "dtw"))
+    dtw_window: float = _rule(0.135, lo=0.0, hi=1.0)  # Sakoe-Chiba band, fraction of L
+    exclusion: int = _rule(0, lo=0)  # 0 = the matcher's default, ceil(L/4)
+    forecast_ema: int = _rule(38, lo=1, hi=10_000)  # EMA period across bars of the forecast; 1 = none
+    threshold: float = _rule(0.002, positive=True, hi=1.0)  # |forecast| (relative move) that hands over
+    agreement: float = _rule(0.75, lo=0.0, hi=1.0)  # share of neighbours on the forecast's side
+    leverage: float = _rule(3.0, positive=True, hi=100.0)
+    style: str = _rule("passive", choices=STYLES)
+    wavelet: str | None = None  # e.g. db4 to smooth the closes with a DWT (PyWavelets); null = raw
+    wavelet_level: int = _rule(3, lo=1, hi=12)
+    wavelet_keep: int = _rule(1, lo=0, hi=12)  # detail levels kept above the approximation
+
+
 @dataclass(frozen=True)
 class StrategyConfig:
-    name: str = _rule("flat", choices=("flat", "trend", "funding", "motif"))
-    params: Mapping[str, Any] = _rule({})
+    name: str = _rule("motif", choices=("flat", "trend", "funding", "motif"))
+    lookback_minutes: int = _rule(525_600, lo=1440, hi=5_000_000)  # bars kept in memory for decisions
+    trend: TrendConfig = field(default_factory=TrendConfig)
+    funding: FundingConfig = field(default_factory=FundingConfig)
+    motif: MotifConfig = field(default_factory=MotifConfig)
 
 
 @dataclass(frozen=True)
@@ -172,6 +240,10 @@ def _describe(tp: Any) -> str:
         return "null"
     if origin is not None and issubclass(origin, Mapping) or tp is Mapping:
         return "a mapping"
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping of keys"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
@@ -190,6 +262,10 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
             return None
     elif dataclasses.is_dataclass(tp):
         return _build(tp, value, source, key)
+    elif origin is tuple:
+        if isinstance(value, list):
+            item = typing.get_args(tp)[0]
+            return tuple(_coerce(v, item, source, f"{key}[{i}]") for i, v in enumerate(value))
     elif tp is Mapping or (origin is not None and issubclass(origin, Mapping)):
         if isinstance(value, Mapping):
             return types.MappingProxyType(dict(value))
