@@ -1,5 +1,5 @@
-"""Operator-facing liveness: an HTTP health/metrics endpoint and systemd's
-sd_notify (READY=1, WATCHDOG=1, STOPPING=1) without a libsystemd dependency.
+"""Operator-facing liveness: an HTTP endpoint (/health JSON, /metrics Prometheus text) and
+systemd's sd_notify (READY=1, WATCHDOG=1, STOPPING=1) without a libsystemd dependency.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from sniper.metrics import CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -32,21 +34,26 @@ def sd_notify(message: str) -> bool:
 
 
 class HealthServer:
-    """GET /health -> 200 when `status()["healthy"]` else 503; GET /metrics -> the same JSON."""
+    """GET /health -> `status()` as JSON, 200 when it says healthy else 503;
+    GET /metrics -> `metrics()`, Prometheus text format."""
 
-    def __init__(self, host: str, port: int, status: Callable[[], dict]) -> None:
+    def __init__(self, host: str, port: int, status: Callable[[], dict], metrics: Callable[[], bytes]) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path not in ("/health", "/metrics"):
+                if self.path == "/health":
+                    body = outer.status()
+                    self._send(200 if body.get("healthy") else 503, "application/json",
+                               json.dumps(body, default=str).encode())
+                elif self.path == "/metrics":
+                    self._send(200, CONTENT_TYPE, outer.metrics())
+                else:
                     self.send_error(404)
-                    return
-                body = outer.status()
-                code = 200 if self.path == "/metrics" or body.get("healthy") else 503
-                payload = json.dumps(body, default=str).encode()
+
+            def _send(self, code: int, content_type: str, payload: bytes) -> None:
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -54,7 +61,7 @@ class HealthServer:
             def log_message(self, fmt: str, *args) -> None:
                 logger.debug("health: " + fmt, *args)
 
-        self.status = status
+        self.status, self.metrics = status, metrics
         self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="health", daemon=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -69,6 +70,35 @@ def bankruptcy_price(entry: float, leverage: float, long: bool) -> float:
     if long:
         return entry * leverage / (leverage + 1.0)
     return entry * leverage / (leverage - 1.0) if leverage > 1.0 else math.inf
+
+
+def iso(t: float) -> str:
+    """Epoch seconds -> BitMEX timestamp text ('2018-11-19T00:00:00.000Z'), truncated to the
+    millisecond so a time never lands in the next second or minute."""
+    ms = math.floor(t * 1000 + 1e-6)
+    d = datetime.fromtimestamp(ms // 1000, tz=UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_time(value) -> float | None:
+    """Epoch seconds from an epoch number or ISO-8601 text (BitMEX timestamps, query values);
+    None for None or ''. Raises ValueError naming the text it cannot read."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        d = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not a time: {text[:64]!r} (expected epoch seconds or ISO-8601)") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.timestamp()
 
 
 def next_funding_time(t: float) -> float:
