@@ -25,12 +25,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from sniper import config
     from sniper.daemon import run_daemon
 
+    url = args.exchange_url
+    if url is not None and not url.startswith(("http://", "https://")):
+        print(f"sniper run: --exchange-url: expected an http(s):// URL, got {url!r}", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        cfg = config.load(args.config)
+        cfg = config.load(args.config, exchange_url=url)
     except config.ConfigError as exc:
         print(f"sniper: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return run_daemon(cfg, log_format=args.log_format, log_level=args.log_level)
+    return run_daemon(cfg, exchange_url=url, log_format=args.log_format, log_level=args.log_level)
 
 
 def _cmd_sim(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ import os
 import stat
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,7 @@ class SimConfig:
     balance_xbt: float = _rule(1.0, positive=True)
     maker_fee: float = _rule(-0.00025, lo=-0.01, hi=0.01)  # fraction of traded value; negative = rebate
     taker_fee: float = _rule(0.00075, lo=0.0, hi=0.01)
+    start: str | None = None  # ISO time the replay starts at; None = the bundled data's default
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,6 @@ class RiskConfig:
 
 @dataclass(frozen=True)
 class ExecutionConfig:
-    default_style: str = _rule("passive", choices=("passive", "market"))
     reprice_ticks: int = _rule(0, lo=0)
     cycle_seconds: float = _rule(0.5, positive=True, hi=60.0)
     dead_mans_switch_ms: int = _rule(60000, lo=0)
@@ -190,8 +191,22 @@ class ExecutionConfig:
 
 
 @dataclass(frozen=True)
+class WebsocketConfig:
+    ping_interval_s: float = _rule(5.0, positive=True, hi=60.0)  # send `ping` after this much silence
+    dead_after_s: float = _rule(15.0, positive=True, hi=300.0)  # no pong/data for this long: reconnect
+    stale_after_s: float = _rule(30.0, positive=True, hi=3600.0)  # no table message for this long: not ready
+    backoff_initial_s: float = _rule(0.5, positive=True, hi=60.0)  # first reconnect delay, doubling
+    backoff_max_s: float = _rule(30.0, positive=True, hi=600.0)
+
+    def client_options(self) -> dict:
+        """The WsClient keyword arguments these settings stand for."""
+        return {"ping_interval": self.ping_interval_s, "dead_after": self.dead_after_s,
+                "stale_after": self.stale_after_s, "backoff_initial": self.backoff_initial_s,
+                "backoff_max": self.backoff_max_s}
+
+
+@dataclass(frozen=True)
 class PathsConfig:
-    data_dir: str = "var"
     journal: str = "var/journal.sqlite"
     history: str = "var/history.sqlite"
 
@@ -207,8 +222,9 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
+    enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = _rule(0, lo=0, hi=65535)  # 0 = no health/metrics endpoint
+    port: int = _rule(9108, lo=0, hi=65535)  # 0 = any free port (logged at start)
 
 
 @dataclass(frozen=True)
@@ -219,6 +235,7 @@ class Config:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     risk: RiskConfig = field(default_factory=RiskConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    websocket: WebsocketConfig = field(default_factory=WebsocketConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -338,9 +355,28 @@ def _check_exchange(cfg: Config) -> None:
                           f"({ENV_KEY}, {ENV_SECRET}) or credentials.secrets_file")
 
 
+def _sim_credentials(cfg: Config) -> Credentials:
+    return Credentials(cfg.credentials.api_key or SIM_DEMO_KEY, cfg.credentials.api_secret or SIM_DEMO_SECRET)
+
+
+def is_loopback_url(url: str) -> bool:
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def resolve_for_url(cfg: Config, exchange_url: str | None,
+                    environ: Mapping[str, str] | None = None) -> Credentials | None:
+    """The key pair for trading on `exchange_url` (run's --exchange-url) instead of the config's
+    exchange. A loopback URL is a simulator: it gets the config's inline or the demo keys, never
+    the real ones from the environment or a secrets file."""
+    if exchange_url and is_loopback_url(exchange_url):
+        return _sim_credentials(cfg)
+    return resolve_credentials(cfg, os.environ if environ is None else environ)
+
+
 def resolve_credentials(cfg: Config, environ: Mapping[str, str]) -> Credentials | None:
     if cfg.exchange.is_sim:  # real keys in the environment never go to the local simulator
-        return Credentials(cfg.credentials.api_key or SIM_DEMO_KEY, cfg.credentials.api_secret or SIM_DEMO_SECRET)
+        return _sim_credentials(cfg)
     key, secret = environ.get(ENV_KEY), environ.get(ENV_SECRET)
     if bool(key) != bool(secret):
         missing = ENV_SECRET if key else ENV_KEY
@@ -373,9 +409,11 @@ def _read_secrets_file(source: str, path: Path) -> Credentials:
     return Credentials(str(doc["api_key"]), str(doc["api_secret"]))
 
 
-def load(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file; credentials are resolved now so a bad
-    secrets file or a live config without keys fails at start, not at the first order."""
+def load(path: str | os.PathLike, environ: Mapping[str, str] | None = None, *,
+         exchange_url: str | None = None) -> Config:
+    """Read and validate a config file; credentials are resolved now (for `exchange_url` when
+    it overrides the config's exchange) so a bad secrets file or a live config without keys
+    fails at start, not at the first order."""
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -392,5 +430,5 @@ def load(path: str | os.PathLike, environ: Mapping[str, str] | None = None) -> C
     cfg = dataclasses.replace(_build(Config, raw, source), source=source)
     log.register_secret(cfg.credentials.api_secret)
     _check_exchange(cfg)
-    cfg.api_credentials(environ)
+    resolve_for_url(cfg, exchange_url, environ)
     return cfg

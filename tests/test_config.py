@@ -70,8 +70,8 @@ def test_out_of_range(tmp_path):
 
 
 def test_bad_choice(tmp_path):
-    err = error_of(write(tmp_path, "exchange: {base_url: sim}\nexecution: {default_style: aggressive}\n"))
-    assert err.key == "execution.default_style" and "passive" in err.problem
+    err = error_of(write(tmp_path, "exchange: {base_url: sim}\nexecution: {stray_orders: aggressive}\n"))
+    assert err.key == "execution.stray_orders" and "cancel" in err.problem
 
 
 def test_missing_required_key(tmp_path):
