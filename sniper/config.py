@@ -356,6 +356,10 @@ def _check_exchange(cfg: Config) -> None:
 
 
 def _sim_credentials(cfg: Config) -> Credentials:
+    """A simulator's keys: a secrets file's when one is named (checked like any other: a file
+    others can read is refused), else the inline or demo keys; never the environment's."""
+    if cfg.credentials.secrets_file:
+        return _read_secrets_file(cfg.source, Path(cfg.credentials.secrets_file))
     return Credentials(cfg.credentials.api_key or SIM_DEMO_KEY, cfg.credentials.api_secret or SIM_DEMO_SECRET)
 
 

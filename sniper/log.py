@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import threading
@@ -78,6 +79,16 @@ class _RedactingJson(logging.Formatter):
         return redact(json.dumps(doc, default=str))
 
 
+class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
+    """Log files are created 0600 (and rotated ones too): a log says what the account holds and
+    does, which is nobody else's business on a shared machine."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.chmod(self.baseFilename, 0o600)  # a file that existed with wider bits is narrowed
+        return os.fdopen(fd, self.mode.replace("w", "a"), encoding=self.encoding, errors=self.errors)
+
+
 def setup(level: str = "INFO", fmt: str = "text", file: str | None = None,
           max_bytes: int = 10_000_000, backups: int = 5, stream=None) -> logging.Logger:
     """Configure the root logger once; returns it. Safe to call again."""
@@ -93,7 +104,7 @@ def setup(level: str = "INFO", fmt: str = "text", file: str | None = None,
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
     if file:
         Path(file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups))
+        handlers.append(_PrivateRotatingFile(file, maxBytes=max_bytes, backupCount=backups))
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(RedactingFilter())
