@@ -118,11 +118,11 @@ class StampingProxy:
 # ---------------------------------------------------------------------------- children
 
 def child_executor(url: str, journal: str, out: str) -> None:
-    """The real stack (State, WsClient, RestClient, Journal, RiskGate, Executor) holding a
+    """The real stack (State, WsClient, RestClient, BitmexVenue, Journal, RiskGate, Executor) holding a
     passive buy that follows the touch; records when book frames and PUTs happen."""
     from drivers.rig import Rig
 
-    from sniper.execution import Target
+    from sniper.model import Target
     from sniper.ws.state import configure_switch_interval
 
     configure_switch_interval()  # as the daemon does

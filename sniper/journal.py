@@ -2,7 +2,7 @@
 
 Why a journal: after a crash the process must know every clOrdID that *may*
 have reached the exchange, so that reconciliation can look each one up before
-anything new is sent. Hence the one hard rule, enforced by `Executor`: an
+anything new is sent. Hence the one hard rule, enforced by the executor: an
 order's row is committed (WAL, synchronous=FULL, so it survives kill -9 and
 power loss) before its request is written to the socket. Everything else
 (intents, amend/cancel requests, acknowledgements, fills) is committed with
@@ -14,6 +14,10 @@ journals never collide on one account), `intent` the intent's row id and `n`
 the order's number within that intent. Retrying a request reuses its clOrdID;
 a new order always gets the next `n`, so the exchange's clOrdID uniqueness
 makes a duplicate order impossible even when a reply is lost.
+
+Intents are decisions, one row each: the strategy's Targets (`source` 'strategy') and the
+risk gate's flatten on a kill (`source` 'risk'). Only a strategy intent is ever a standing
+target: after a restart the executor resumes the last intent only when it is the strategy's.
 
 Order status in the journal (`status` column):
   pending  journaled; the exchange may or may not have it (request sent or about to be)
@@ -32,13 +36,16 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from sniper.model import REDUCE_ONLY, SIDES, TERMINAL_ORD_STATUSES, has_inst, side_sign
+
 OPEN_STATUSES = ("pending", "live")
-TERMINAL_ORD_STATUSES = frozenset({"Filled", "Canceled", "Rejected", "Expired", "Stopped"})
+STRATEGY, RISK = "strategy", "risk"  # who made an intent's decision
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS intents (
-    id INTEGER PRIMARY KEY, ts REAL NOT NULL, qty INTEGER NOT NULL, style TEXT NOT NULL, reason TEXT NOT NULL);
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, qty INTEGER NOT NULL, style TEXT NOT NULL, reason TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT 'strategy');
 CREATE TABLE IF NOT EXISTS orders (
     clordid TEXT PRIMARY KEY, intent_id INTEGER NOT NULL, n INTEGER NOT NULL,
     side TEXT NOT NULL, qty INTEGER NOT NULL, price REAL, ord_type TEXT NOT NULL,
@@ -62,6 +69,7 @@ class Intent:
     qty: int
     style: str
     reason: str
+    source: str = STRATEGY
 
 
 @dataclass(frozen=True)
@@ -85,11 +93,11 @@ class OrderRecord:
 
     @property
     def sign(self) -> int:
-        return 1 if self.side == "Buy" else -1
+        return side_sign(self.side)
 
     @property
     def reduce_only(self) -> bool:
-        return "ReduceOnly" in self.exec_inst
+        return has_inst(self.exec_inst, REDUCE_ONLY)
 
     @property
     def is_open(self) -> bool:
@@ -128,6 +136,9 @@ class Journal:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     self._db.execute(stmt)
+            if "source" not in {r["name"] for r in self._db.execute("PRAGMA table_info(intents)")}:
+                # a journal written before intents had a source: all of them were the strategy's
+                self._db.execute("ALTER TABLE intents ADD COLUMN source TEXT NOT NULL DEFAULT 'strategy'")
             row = self._db.execute("SELECT value FROM meta WHERE key='token'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('token', ?)", (secrets.token_hex(4),))
@@ -176,12 +187,14 @@ class Journal:
                          (self._clock.now(), kind, clordid, json.dumps(data, default=str, sort_keys=True)))
 
     # ------------------------------------------------------------------ intents
-    def record_intent(self, qty: int, style: str, reason: str) -> Intent:
+    def record_intent(self, qty: int, style: str, reason: str, source: str = STRATEGY) -> Intent:
+        if source not in (STRATEGY, RISK):
+            raise ValueError(f"intent source must be {STRATEGY!r} or {RISK!r}, got {source!r}")
         now = self._clock.now()
         with self._tx():
-            cur = self._db.execute("INSERT INTO intents (ts, qty, style, reason) VALUES (?, ?, ?, ?)",
-                                   (now, int(qty), style, reason))
-        return Intent(cur.lastrowid, now, int(qty), style, reason)
+            cur = self._db.execute("INSERT INTO intents (ts, qty, style, reason, source) VALUES (?, ?, ?, ?, ?)",
+                                   (now, int(qty), style, reason, source))
+        return Intent(cur.lastrowid, now, int(qty), style, reason, source)
 
     def last_intent(self) -> Intent | None:
         rows = self._query("SELECT * FROM intents ORDER BY id DESC LIMIT 1")
@@ -192,7 +205,7 @@ class Journal:
                   exec_inst: str = "", time_in_force: str = "") -> OrderRecord:
         """Allocate the next clOrdID of `intent_id` and commit the request as `pending`.
         Only after this returns may the request be sent."""
-        if side not in ("Buy", "Sell") or qty <= 0:
+        if side not in SIDES or qty <= 0:
             raise ValueError(f"bad order: {side} {qty}")
         now = self._clock.now()
         with self._tx(durable=True):

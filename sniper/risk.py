@@ -1,11 +1,15 @@
-"""Hard limits checked before every order the executor sends.
+"""The risk gate: every risk decision, in one place.
 
-The gate is deliberately dumb and separate from the executor: it sees one
-proposed order plus the exchange's view (a State snapshot) and says yes or no,
-naming the rule and the numbers. Limits that bound exposure (position,
-leverage, liquidation distance, daily loss) never block an order that can only
-reduce exposure; size, rate and the kill switch apply to everything (except
-that a configured flatten may still reduce while killed).
+Targets pass it twice: the strategy loop caps a wish to what the exposure limits
+allow (`cap_target`), and the executor asks each cycle what it may pursue now
+(`steer`): the strategy's target, nothing while the kill switch is on, or a
+flatten when `flatten_on_kill` says so. Orders pass it once: `check` sees one
+proposed order plus the exchange's view (a snapshot) and says yes or no, naming
+the rule and the numbers; `order_cap` tells the planner how large a leg may be.
+The gate is deliberately dumb and separate from the executor. Limits that bound
+exposure (position, leverage, liquidation distance, daily loss) never block an
+order that can only reduce exposure; size, rate and the kill switch apply to
+everything (except that a configured flatten may still reduce while killed).
 """
 
 from __future__ import annotations
@@ -14,15 +18,16 @@ import collections
 import datetime as dt
 import json
 import logging
+import math
 import os
 import signal
 from dataclasses import dataclass
 
 from sniper.config import RiskConfig
+from sniper.model import SATOSHI, Target, side_sign
 
 logger = logging.getLogger(__name__)
 
-SATOSHI = 1e8
 REPEAT_LOG_S = 60.0  # the same refusal is logged again at most this often
 
 
@@ -35,7 +40,7 @@ class ProposedOrder:
 
     @property
     def signed(self) -> int:
-        return self.qty if self.side == "Buy" else -self.qty
+        return side_sign(self.side) * self.qty
 
 
 @dataclass(frozen=True)
@@ -54,9 +59,19 @@ class Verdict:
 OK = Verdict(True)
 
 
+@dataclass(frozen=True)
+class Steering:
+    """What the executor may pursue this cycle: `target` (None: nothing), and `kill`, the
+    kill switch's reason while it is on (then every order must be canceled)."""
+
+    target: Target | None
+    kill: str | None = None
+
+
 class RiskGate:
-    """`check` before sending; `record_sent` after a new order is sent.
-    `store` (a Journal) keeps the day's opening balance across restarts."""
+    """`steer` each cycle, `check` before sending, `record_sent` after a new order is sent.
+    `store` (a Journal) keeps the day's opening balance across restarts and records each
+    refusal (once per change of rule, so a refusal that persists is one event)."""
 
     def __init__(self, config: RiskConfig, clock, *, store=None) -> None:
         self.config = config
@@ -66,6 +81,7 @@ class RiskGate:
         self._manual_kill: str | None = None
         self._last_logged: tuple[str, float] = ("", -1e18)
         self._day_start: tuple[str, float] | None = None
+        self._last_refusal = ""  # the rule of the last refusal journaled; "" after a pass
 
     # ------------------------------------------------------------------ kill switch
     def kill(self, reason: str) -> None:
@@ -90,19 +106,56 @@ class RiskGate:
             return f"file {path} exists"
         return None
 
-    # ------------------------------------------------------------------ checks
+    # ------------------------------------------------------------------ targets
+    def steer(self, target: Target | None) -> Steering:
+        """What may be pursued now instead of `target` (the strategy's): the target itself;
+        while the kill switch is on nothing, or a flatten at market when `flatten_on_kill`."""
+        reason = self.kill_reason
+        if not reason:
+            return Steering(target)
+        if self.config.flatten_on_kill:
+            return Steering(Target(0, "market", f"kill switch: {reason}"), reason)
+        return Steering(None, reason)
+
+    def cap_target(self, target: Target, snap) -> Target:
+        """`target` within the exposure limits: |qty| at most max_position and what max_leverage
+        allows on the margin balance at the mark. A wish beyond them becomes the largest allowed
+        position instead of an order `check` would refuse every cycle."""
+        limit = self.config.max_position
+        price = snap.mark_price or snap.best_ask or snap.best_bid
+        balance = (snap.margin or {}).get("marginBalance")
+        if price and balance and balance > 0:
+            limit = min(limit, int(self.config.max_leverage * balance / SATOSHI * price))
+        if abs(target.qty) <= limit:
+            return target
+        capped = int(math.copysign(limit, target.qty))
+        logger.info("target %+d capped to %+d by the exposure limits", target.qty, capped)
+        return Target(capped, target.style, f"{target.reason} (capped from {target.qty:+d})")
+
+    # ------------------------------------------------------------------ orders
+    @property
+    def order_cap(self) -> int:
+        """The largest order `check` passes: the planner splits a move into legs this big."""
+        return self.config.max_order_qty
+
     def record_sent(self) -> None:
         self._sent.append(self._clock.monotonic())
 
     def check(self, order: ProposedOrder, snap, working: int = 0) -> Verdict:
         """May `order` be sent? `working` is the signed leaves of our other open orders."""
         verdict = self._check(order, snap, working)
-        if not verdict.ok:
-            now = self._clock.monotonic()
-            rule, last = self._last_logged
-            if rule != verdict.rule or now - last >= REPEAT_LOG_S:
-                logger.warning("risk refused %s %d @ %s: %s", order.side, order.qty, order.price, verdict)
-                self._last_logged = (verdict.rule, now)
+        if verdict.ok:
+            self._last_refusal = ""
+            return verdict
+        now = self._clock.monotonic()
+        rule, last = self._last_logged
+        if rule != verdict.rule or now - last >= REPEAT_LOG_S:
+            logger.warning("risk refused %s %d @ %s: %s", order.side, order.qty, order.price, verdict)
+            self._last_logged = (verdict.rule, now)
+        if self._store is not None and verdict.rule != self._last_refusal:
+            self._store.record_event("refused", {"rule": verdict.rule, "message": verdict.message, "side": order.side,
+                                                 "qty": order.qty, "price": order.price})
+        self._last_refusal = verdict.rule
         return verdict
 
     def _check(self, order: ProposedOrder, snap, working: int) -> Verdict:

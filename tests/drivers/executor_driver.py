@@ -27,7 +27,7 @@ import time
 import requests
 from rig import Rig
 
-from sniper.execution import Target
+from sniper.model import Target
 
 ORDER_PATH = "/api/v1/order"
 

@@ -1,5 +1,6 @@
-"""The real order stack (RestClient + State/WsClient + Journal + RiskGate + Executor)
-wired to a simulator, shared by the order tests and the crash-restart driver process."""
+"""The real order stack (RestClient + State/WsClient -> BitmexVenue, Journal, RiskGate,
+Executor) wired to a simulator, shared by the order tests and the crash-restart driver process.
+Its interface is what they use: the parts as attributes, start, stop, reached."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from dataclasses import dataclass, field
 from sniper.auth import Credentials
 from sniper.clock import RealClock
 from sniper.config import ExecutionConfig, RiskConfig
-from sniper.execution import Executor, Target
 from sniper.journal import Journal
+from sniper.model import OPEN_ORD_STATUSES, Target
+from sniper.orders.bitmex import BitmexVenue
+from sniper.orders.executor import Executor
 from sniper.rest import RestClient
 from sniper.risk import RiskGate
 from sniper.ws.client import WsClient
@@ -42,7 +45,8 @@ class Rig:
                            dead_after=3.0, backoff_initial=0.05, backoff_max=0.5)
         self.journal = Journal(self.journal_path, self.clock)
         self.risk = RiskGate(self.risk_config, self.clock, store=self.journal)
-        self.executor = Executor(self.rest, self.state, self.journal, self.risk, self.clock, self.execution)
+        self.venue = BitmexVenue(self.rest, self.state, self.clock, confirm_timeout_s=self.execution.confirm_timeout_s)
+        self.executor = Executor(self.venue, self.journal, self.risk, self.clock, self.execution)
 
     def start(self, executor: bool = True) -> Rig:
         self.ws.start()
@@ -80,4 +84,4 @@ def exchange_view(rest: RestClient) -> tuple[int, list[dict], list[dict]]:
     """What the exchange says, by REST: (position, open orders, all recent orders)."""
     position = int((rest.position() or {}).get("currentQty") or 0)
     orders = rest.orders(count=500)
-    return position, [o for o in orders if o["ordStatus"] in ("New", "PartiallyFilled")], orders
+    return position, [o for o in orders if o["ordStatus"] in OPEN_ORD_STATUSES], orders

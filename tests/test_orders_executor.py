@@ -1,4 +1,4 @@
-"""The executor against the simulator on 127.0.0.1 (real REST, websocket, SQLite): each
+"""The executor over the BitMEX venue against the simulator on 127.0.0.1 (real REST, websocket, SQLite): each
 style reaches the target exactly through partial fills, book moves, post-only cancels and
 target changes; and the end state stays right, without duplicates, through faults."""
 
@@ -11,7 +11,7 @@ import pytest
 from drivers.rig import TEST_EXECUTION, TEST_RISK, Rig, exchange_view, wait_for
 from drivers.sessions import FlakyLink
 
-from sniper.execution import Target
+from sniper.model import Target
 
 TOUCH = [{"side": "Buy", "price": 9990, "size": 1}, {"side": "Sell", "price": 10010, "size": 1},
          {"side": "Buy", "price": 9900, "size": 100_000}, {"side": "Sell", "price": 10100, "size": 100_000}]

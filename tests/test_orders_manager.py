@@ -1,20 +1,20 @@
-"""The executor's planning as a pure function: quantity never overshoots, one working order,
-reducing legs are ReduceOnly, passive joins the touch, market is a banded IOC."""
+"""The order manager as pure functions: quantity never overshoots, one working order,
+reducing legs are ReduceOnly, passive joins the touch, market is a banded IOC, a target is
+rounded to the lot once."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sniper.execution import (
-    IOC,
-    POST_ONLY,
-    REDUCE_ONLY,
+from sniper.journal import OrderRecord
+from sniper.model import GTC, IOC, POST_ONLY, REDUCE_ONLY, Target
+from sniper.orders.manager import (
     Amend,
     Cancel,
     Market,
     Place,
-    Target,
+    goal,
     leg,
     market_price,
     passive_price,
@@ -22,12 +22,11 @@ from sniper.execution import (
     round_lot,
     to_tick,
 )
-from sniper.journal import OrderRecord
 
 MKT = Market(best_bid=9990.0, best_ask=10010.0, tick=0.5)
 
 
-def working(side="Buy", qty=100, cum=0, price=9990.0, inst=POST_ONLY, tif="GoodTillCancel") -> OrderRecord:
+def working(side="Buy", qty=100, cum=0, price=9990.0, inst=POST_ONLY, tif=GTC) -> OrderRecord:
     return OrderRecord("tok-1-0", 1, 0, side, qty, price, "Limit", inst, tif, "live", "New", "oid", cum, qty - cum,
                        0.0, 0.0)
 
@@ -46,7 +45,7 @@ def test_grid_helpers():
 
 def test_passive_places_post_only_at_the_touch():
     [p] = plan(Target(300, "passive"), 0, [], MKT, max_order_qty=1000)
-    assert p == Place("Buy", 300, 9990.0, "Limit", POST_ONLY, "GoodTillCancel", "target")
+    assert p == Place("Buy", 300, 9990.0, "Limit", POST_ONLY, GTC, "target")
 
 
 def test_reducing_leg_carries_reduce_only():
@@ -71,11 +70,24 @@ def test_cancels_when_direction_style_or_goal_changes():
     assert isinstance(plan(Target(-100, "passive"), 0, w, MKT, max_order_qty=1000)[0], Cancel)
     assert plan(Target(300, "market"), 0, w, MKT, max_order_qty=1000)[0].why == "style changed to market"
     assert plan(Target(0, "passive"), 0, w, MKT, max_order_qty=1000)[0].why == "target reached"
-    second = OrderRecord("tok-1-1", 1, 1, "Buy", 100, 9990.0, "Limit", POST_ONLY, "GoodTillCancel", "live", "New",
+    second = OrderRecord("tok-1-1", 1, 1, "Buy", 100, 9990.0, "Limit", POST_ONLY, GTC, "live", "New",
                          "o2", 0, 100, 0.0, 0.0)
     two = [working(qty=100), second]
     assert plan(Target(300, "passive"), 0, two, MKT, max_order_qty=1000) == [
         Cancel("tok-1-1", "more than one working order")]
+
+
+def test_a_target_is_rounded_to_the_lot_once_toward_zero():
+    assert goal(Target(150, "market", "why"), 100) == Target(100, "market", "why")
+    assert goal(Target(-250, "passive"), 100) == Target(-200, "passive")
+    assert goal(Target(99, "passive"), 100).qty == 0
+    t = Target(300, "passive")
+    assert goal(t, 100) is t and goal(t, 1) is t
+    # planned from the rounded goal, a 150-contract wish is one 100-lot order, then nothing
+    mkt = Market(9990.0, 10010.0, 0.5, lot=100)
+    [p] = plan(goal(Target(150, "market"), 100), 0, [], mkt, max_order_qty=1000)
+    assert p.qty == 100
+    assert plan(goal(Target(150, "market"), 100), 100, [], mkt, max_order_qty=1000) == []
 
 
 def test_nothing_without_a_price():
