@@ -10,19 +10,19 @@ from __future__ import annotations
 import pytest
 
 from sniper.clock import SimClock
-from sniper.sim.exchange import (
+from sniper.model import iso, next_funding_time
+from sniper.sim.exchange import Exchange
+from sniper.sim.feed import load_instrument
+from sniper.sim.rows import (
     ERR_DUPLICATE,
     TEXT_CANCEL_ALL_AFTER,
     TEXT_FOK,
     TEXT_POST_ONLY,
     TEXT_REDUCE_ONLY,
     TEXT_REDUCE_ONLY_AMENDED,
-    Exchange,
     ExchangeError,
-    iso,
-    next_funding_time,
+    level_id,
 )
-from sniper.sim.feed import load_instrument
 
 T0 = 1542585600.0  # 2018-11-19T00:00:00Z
 KEY, KEY2 = "key-a", "key-b"
@@ -157,24 +157,24 @@ def test_post_only_cross_is_canceled_with_bitmex_text(ex):
     # the same order one tick lower rests as a maker
     row = ex.place_order(KEY, side="Buy", orderQty=10, price=10000, execInst="ParticipateDoNotInitiate")
     assert row["ordStatus"] == "New" and row["workingIndicator"] is True
-    assert book_of(ex)[ex._level_id(10000)] == ("Buy", 10000.0, 110)
+    assert book_of(ex)[level_id(10000)] == ("Buy", 10000.0, 110)
 
 
 def test_partial_fill_then_cancel_and_time_priority(ex):
     ex.set_level("Buy", 9999.5, 50)  # market liquidity queued first
     order = ex.place_order(KEY, side="Buy", orderQty=300, price=9999.5, clOrdID="p1")
     ex.set_level("Buy", 9999.5, 80)  # 30 more market contracts queue behind the order
-    assert book_of(ex)[ex._level_id(9999.5)][2] == 380
+    assert book_of(ex)[level_id(9999.5)][2] == 380
     ex.market_order("Sell", 100)
     # 50 market contracts ahead trade first, then 50 of ours
     sizes = [r["size"] for r in ex.rec.rows("trade")]
     assert sizes == [50, 50]
     row = ex.orders(KEY, open_only=True)[0]
     assert row["ordStatus"] == "PartiallyFilled" and row["cumQty"] == 50 and row["leavesQty"] == 250
-    assert book_of(ex)[ex._level_id(9999.5)][2] == 280  # 250 ours + 30 market
+    assert book_of(ex)[level_id(9999.5)][2] == 280  # 250 ours + 30 market
     rows = ex.cancel_orders(KEY, orderID=order["orderID"])
     assert rows[0]["ordStatus"] == "Canceled" and rows[0]["cumQty"] == 50 and rows[0]["leavesQty"] == 0
-    assert book_of(ex)[ex._level_id(9999.5)][2] == 30
+    assert book_of(ex)[level_id(9999.5)][2] == 30
     assert ex.rec.book == book_of(ex)
     assert position(ex)["currentQty"] == 50
     assert ex.orders(KEY, open_only=True) == []
@@ -193,7 +193,7 @@ def test_replayed_liquidity_cancelled_ahead_moves_an_order_up_the_queue(ex):
     ex.market_order("Sell", 40)
     assert [r["size"] for r in ex.rec.rows("trade")] == [30, 10]
     assert position(ex)["currentQty"] == 10
-    assert ex.market_size("Buy", 9999.5) == 0 and book_of(ex)[ex._level_id(9999.5)][2] == 40
+    assert ex.market_size("Buy", 9999.5) == 0 and book_of(ex)[level_id(9999.5)][2] == 40
 
 
 def test_amend_price_qty_and_leaves(ex):
@@ -202,13 +202,13 @@ def test_amend_price_qty_and_leaves(ex):
     row = ex.amend_order(KEY, orderID=o["orderID"], price=9996)
     assert row["price"] == 9996 and row["ordStatus"] == "New"
     book = book_of(ex)
-    assert ex._level_id(9995) not in book and book[ex._level_id(9996)] == ("Buy", 9996.0, 100)
+    assert level_id(9995) not in book and book[level_id(9996)] == ("Buy", 9996.0, 100)
     row = ex.amend_order(KEY, origClOrdID="a1", orderQty=60)
     assert row["orderQty"] == 60 and row["leavesQty"] == 60
     ex.market_order("Sell", 20, limit_price=9996)
     row = ex.amend_order(KEY, origClOrdID="a1", leavesQty=10)  # keep 10 working after 20 filled
     assert (row["orderQty"], row["cumQty"], row["leavesQty"]) == (30, 20, 10)
-    assert book_of(ex)[ex._level_id(9996)][2] == 10
+    assert book_of(ex)[level_id(9996)][2] == 10
     assert [r["execType"] for r in ex.executions(KEY)].count("Replaced") == 3
     # amended through the far touch: it trades as a taker
     row = ex.amend_order(KEY, origClOrdID="a1", price=10005)
@@ -233,7 +233,7 @@ def test_leaves_qty_revives_a_filled_order_within_60_seconds(ex, clock):
     clock.advance(30)
     row = ex.amend_order(KEY, origClOrdID="rv", leavesQty=15)  # live again for 15 more
     assert (row["ordStatus"], row["orderQty"], row["cumQty"], row["leavesQty"]) == ("PartiallyFilled", 35, 20, 15)
-    assert book_of(ex)[ex._level_id(9990)] == ("Buy", 9990.0, 15) and ex.rec.book == book_of(ex)
+    assert book_of(ex)[level_id(9990)] == ("Buy", 9990.0, 15) and ex.rec.book == book_of(ex)
     ex.market_order("Sell", 15)
     assert position(ex)["currentQty"] == 35 and ex.orders(KEY, open_only=True) == []
     # orderQty cannot revive, and neither can leavesQty once 60 s have passed since the fill
@@ -264,7 +264,7 @@ def test_resting_reduce_only_orders_shrink_with_the_position(ex):
     assert (rows[far["orderID"]]["orderQty"], rows[far["orderID"]]["leavesQty"]) == (10, 10)
     assert rows[far["orderID"]]["text"] == TEXT_REDUCE_ONLY_AMENDED
     assert rows[near["orderID"]]["leavesQty"] == 60
-    assert book_of(ex)[ex._level_id(10200)] == ("Sell", 10200.0, 10) and ex.rec.book == book_of(ex)
+    assert book_of(ex)[level_id(10200)] == ("Sell", 10200.0, 10) and ex.rec.book == book_of(ex)
     # 20 more: long 50; the far order is canceled (10 gone) and the near one cut by 10 to 50
     ex.set_level("Buy", 9990, 20)
     ex.place_order(KEY, side="Sell", orderQty=20, ordType="Market")

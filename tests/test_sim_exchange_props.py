@@ -82,7 +82,7 @@ def check(ex: Exchange, mirror: Mirror) -> None:
     if ex.best_bid() is not None and ex.best_ask() is not None:
         assert ex.best_bid() < ex.best_ask()
     for side in ("Buy", "Sell"):
-        for tick, level in ex._levels[side].items():
+        for tick, level in ex.book.levels[side].items():
             assert level.size > 0 or level.orders
             assert level.user == sum(o.leaves for o in level.orders)
             assert all(o.is_open and o.resting and o.tick == tick and o.side == side for o in level.orders)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from sniper.clock import SimClock
-from sniper.sim.exchange import Exchange, parse_time
+from sniper.model import BAR_DTYPE, parse_time
+from sniper.sim import feed as feed_module
+from sniper.sim.exchange import Exchange
 from sniper.sim.feed import (
-    BAR_DTYPE,
     DEFAULT_BARS,
     DEFAULT_FUNDING,
     Feed,
@@ -35,6 +36,10 @@ def make(bars, *, seed=1, l2_rate=0.0, loop=False, funding=(), accounts=(), **kw
 
 def trades_of(messages):
     return [r for t, _, rows, _ in messages if t == "trade" for r in rows]
+
+
+def test_feed_bars_are_the_model_bars():
+    assert feed_module.BAR_DTYPE is BAR_DTYPE and load_bars().dtype == BAR_DTYPE
 
 
 def test_bundled_sample_is_small_real_and_tick_aligned():

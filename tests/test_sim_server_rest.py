@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import requests
 
+from sniper.model import parse_time
 from sniper.sim import feed
-from sniper.sim.exchange import parse_time
 
 START = 1542585600 + 2 * 86400 + 3 * 3600 + 17 * 60 + 30  # 2018-11-21T03:17:30Z, 2 days into the sample
 

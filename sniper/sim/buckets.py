@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from sniper.sim.exchange import iso
+from sniper.model import iso
 
 BIN_SECONDS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 MAX_COUNT = 1000

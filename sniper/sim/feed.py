@@ -22,16 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sniper.sim.exchange import BUY, SELL, Exchange
+from sniper.model import BAR_DTYPE, BUY, SELL
+from sniper.sim.exchange import Exchange
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_BARS = DATA_DIR / "xbtusd_sample_1m.csv.gz"
 DEFAULT_FUNDING = DATA_DIR / "xbtusd_sample_funding.csv"
 DEFAULT_INSTRUMENT = DATA_DIR / "xbtusd_instrument_2018.json"
 
-BAR_DTYPE = np.dtype(
-    [("time", "i8"), ("open", "f8"), ("high", "f8"), ("low", "f8"), ("close", "f8"), ("volume", "i8")]
-)
 _MINUTE, _TRADE, _JITTER = 0, 1, 2
 SIZE_SIGMA = 0.8  # lognormal spread of level sizes
 SIZE_GROWTH = 0.04  # median level size grows 4 % per tick away from the touch

@@ -18,9 +18,9 @@ from collections import defaultdict, deque
 import orjson
 from aiohttp import WSMsgType, web
 
+from sniper.model import iso
 from sniper.sim import tables
 from sniper.sim.access import AuthError, check_signature
-from sniper.sim.exchange import iso
 
 log = logging.getLogger(__name__)
 

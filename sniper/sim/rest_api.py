@@ -16,9 +16,10 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
+from sniper.model import OPEN_ORD_STATUSES, parse_time
 from sniper.sim.access import AuthError, check_signature
 from sniper.sim.buckets import BIN_SECONDS, MAX_COUNT
-from sniper.sim.exchange import ExchangeError, parse_time
+from sniper.sim.rows import ExchangeError
 
 API_PREFIX = "/api/v1"
 MSG_OVERLOADED = "The system is currently overloaded. Please try again later."
@@ -36,7 +37,6 @@ ORDER_FIELDS = ("symbol", "side", "orderQty", "price", "displayQty", "stopPx", "
                 "pegOffsetValue", "pegPriceType", "ordType", "timeInForce", "execInst", "contingencyType", "text")
 AMEND_FIELDS = ("orderID", "origClOrdID", "clOrdID", "orderQty", "leavesQty", "price", "stopPx",
                 "pegOffsetValue", "text")
-OPEN_STATUSES = frozenset({"New", "PartiallyFilled"})
 HISTORY_SCAN = 10_000_000  # rows a filtered history query may look through before paging
 TRADE_EXEC_TYPES = frozenset({"Trade", "Funding", "Settlement"})
 ASSETS = [{"asset": "XBT", "currency": "XBt", "majorCurrency": "XBT", "name": "Bitcoin", "currencyType": "Crypto",
@@ -156,10 +156,10 @@ def _count(p: dict, default: int = 100) -> int:
 def _matches(row: dict, filter_: dict) -> bool:
     for key, want in filter_.items():
         if key == "open":
-            if (row.get("ordStatus") in OPEN_STATUSES) != bool(want):
+            if (row.get("ordStatus") in OPEN_ORD_STATUSES) != bool(want):
                 return False
         elif key == "ordStatus.isTerminated":
-            if (row.get("ordStatus") not in OPEN_STATUSES) != bool(want):
+            if (row.get("ordStatus") not in OPEN_ORD_STATUSES) != bool(want):
                 return False
         elif isinstance(want, list):
             if row.get(key) not in want:

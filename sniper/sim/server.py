@@ -29,9 +29,10 @@ from aiohttp import web
 from sniper import log as sniper_log
 from sniper.clock import RealClock, SimClock
 from sniper.config import SIM_DEMO_KEY, SIM_DEMO_SECRET
+from sniper.model import iso, parse_time
 from sniper.sim import feed as feed_mod
 from sniper.sim.buckets import Buckets
-from sniper.sim.exchange import Exchange, iso, parse_time
+from sniper.sim.exchange import Exchange
 from sniper.sim.faults import Faults, RateLimiter
 from sniper.sim.realtime import DEFAULT_MAX_BACKLOG, WS_PATH, Hub, serve_websocket
 from sniper.sim.rest_api import RestApi, json_response
