@@ -2,8 +2,8 @@
 exchange's position and open orders are exactly right, every clOrdID is unique and
 journaled, and the contracts traded equal the path between targets (no order was ever
 duplicated). The simulator is paused and driven by explicit book and trade commands, so
-fills are deterministic; the driver process uses the real RestClient, WsClient, Journal
-and Executor."""
+fills are deterministic; the driver process uses the real RestClient, WsClient, BitmexVenue,
+Journal and Executor."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sniper.auth import Credentials
 from sniper.clock import RealClock
+from sniper.model import BUY, OPEN_ORD_STATUSES, POST_ONLY, SELL, has_inst
 from sniper.rest import RestClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,9 +66,9 @@ def fill_passive(sim, rest: RestClient, rng: random.Random) -> None:
     """If one of our post-only orders rests, an outside taker fills part or all of it."""
     sim.control("book", {"levels": BOOK["levels"][:2]})  # restore the touch a market order took
     for order in rest.orders(open_only=True):
-        if "ParticipateDoNotInitiate" in (order.get("execInst") or ""):
+        if has_inst(order.get("execInst"), POST_ONLY):
             qty = rng.choice([order["leavesQty"], max(1, order["leavesQty"] // 2)])
-            side = "Sell" if order["side"] == "Buy" else "Buy"
+            side = SELL if order["side"] == BUY else BUY
             sim.control("trade", {"side": side, "qty": TOUCH + qty, "price": order["price"]})
 
 
@@ -75,7 +76,7 @@ def check_at_rest(rest: RestClient, journal_path: Path, targets: list[tuple[int,
     position = int((rest.position() or {}).get("currentQty") or 0)
     orders = rest.orders(count=500)
     assert position == targets[step][0], f"step {step}: position {position} != target {targets[step][0]}"
-    assert not [o for o in orders if o["ordStatus"] in ("New", "PartiallyFilled")], "open orders at rest"
+    assert not [o for o in orders if o["ordStatus"] in OPEN_ORD_STATUSES], "open orders at rest"
     ids = [o["clOrdID"] for o in orders]
     assert len(ids) == len(set(ids)), "duplicate clOrdID at the exchange"
     with sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True) as db:

@@ -131,3 +131,21 @@ def test_adopted_orders_never_become_the_target(journal):
                                "ordStatus": "New", "leavesQty": 50, "cumQty": 0})
     assert rec.clordid == "adopted-o-1" and rec.status == "live"
     assert journal.last_intent().qty == 300
+
+
+def test_intents_carry_who_decided_and_old_journals_gain_the_column(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)  # a journal from before intents had a source
+    db.execute("CREATE TABLE intents (id INTEGER PRIMARY KEY, ts REAL NOT NULL, qty INTEGER NOT NULL,"
+               " style TEXT NOT NULL, reason TEXT NOT NULL)")
+    db.execute("INSERT INTO intents (ts, qty, style, reason) VALUES (1.0, 300, 'passive', 'old')")
+    db.commit()
+    db.close()
+    j = Journal(path, RealClock())
+    assert (j.last_intent().qty, j.last_intent().source) == (300, "strategy")
+    flatten = j.record_intent(0, "market", "kill switch: test", source="risk")
+    assert j.last_intent() == flatten and flatten.source == "risk"
+    with pytest.raises(ValueError):
+        j.record_intent(0, "market", "", source="someone")
+    j.close()
+    assert Journal(path, RealClock()).last_intent().source == "risk"

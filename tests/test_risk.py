@@ -14,7 +14,8 @@ import pytest
 from sniper.clock import SimClock
 from sniper.config import RiskConfig
 from sniper.journal import Journal
-from sniper.risk import ProposedOrder, RiskGate
+from sniper.model import Target
+from sniper.risk import ProposedOrder, RiskGate, Steering
 from sniper.ws.state import State
 
 DAY = 1_600_000_000.0  # 2020-09-13 12:26 UTC
@@ -135,3 +136,39 @@ def test_kill_switch_by_signal():
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert verdict.rule == "kill_switch" and "SIGUSR1" in verdict.message
+
+
+def test_steer_passes_the_target_stops_when_killed_and_flattens_when_configured():
+    target = Target(300, "passive", "strategy")
+    g = gate()
+    assert g.steer(target) == Steering(target)
+    g.kill("operator")
+    assert g.steer(target) == Steering(None, "operator")
+    g = gate(flatten_on_kill=True)
+    g.kill("operator")
+    assert g.steer(target) == Steering(Target(0, "market", "kill switch: operator"), "operator")
+    assert g.steer(None).target == Target(0, "market", "kill switch: operator")
+    g.clear()
+    assert g.steer(None) == Steering(None)
+
+
+def test_cap_target_keeps_a_wish_within_position_and_leverage():
+    g = gate(max_position=500, max_leverage=2.0)
+    snap = snapshot(mark=10_000.0, balance=10_000_000)  # 0.1 XBT: 2x at 10000 is 2000 contracts
+    assert g.cap_target(Target(400, "passive", "x"), snap) == Target(400, "passive", "x")
+    assert g.cap_target(Target(-900, "market", "x"), snap) == Target(-500, "market", "x (capped from -900)")
+    assert gate(max_position=5000, max_leverage=2.0).cap_target(Target(3000), snap).qty == 2000
+    assert g.order_cap == RiskConfig().max_order_qty
+
+
+def test_a_refusal_is_journaled_once_per_change_of_rule(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite", SimClock(DAY, speed=0))
+    g = RiskGate(RiskConfig(kill_switch_file="", max_position=100), SimClock(DAY, speed=0), store=journal)
+    too_big = ProposedOrder("Buy", 200, 10_000.0)
+    for _ in range(3):
+        assert g.check(too_big, snapshot()).rule == "max_position"
+    assert g.check(ProposedOrder("Buy", 50, 10_000.0), snapshot())
+    assert g.check(too_big, snapshot()).rule == "max_position"
+    refusals = [e["data"] for e in journal.events("refused")]
+    assert len(refusals) == 2 and refusals[0]["rule"] == "max_position" and refusals[0]["qty"] == 200
+    journal.close()

@@ -1,6 +1,9 @@
-"""The real order stack (RestClient + State/WsClient -> BitmexVenue, Journal, RiskGate,
-Executor) wired to a simulator, shared by the order tests and the crash-restart driver process.
-Its interface is what they use: the parts as attributes, start, stop, reached."""
+"""The real order stack wired to an exchange, shared by the order tests, the crash-restart
+driver process and the tick-to-order benchmark. `Rig`: RestClient + State/WsClient ->
+BitmexVenue, Journal, RiskGate, Executor against a simulator server, threaded. `LocalRig`: the
+same Journal, RiskGate and Executor over a LocalVenue on an in-process Exchange built as the
+server builds its own (`local_exchange`), stepped. Their interface is what the tests use: the
+parts as attributes, start/stop (Rig), reached."""
 
 from __future__ import annotations
 
@@ -8,14 +11,18 @@ import time
 from dataclasses import dataclass, field
 
 from sniper.auth import Credentials
-from sniper.clock import RealClock
-from sniper.config import ExecutionConfig, RiskConfig
+from sniper.clock import RealClock, SimClock
+from sniper.config import SIM_DEMO_KEY, SIM_DEMO_SECRET, ExecutionConfig, RiskConfig
 from sniper.journal import Journal
 from sniper.model import OPEN_ORD_STATUSES, Target
 from sniper.orders.bitmex import BitmexVenue
 from sniper.orders.executor import Executor
+from sniper.orders.local import LocalVenue
+from sniper.orders.venue import Venue, position_of
 from sniper.rest import RestClient
 from sniper.risk import RiskGate
+from sniper.sim import feed
+from sniper.sim.exchange import Exchange
 from sniper.ws.client import WsClient
 from sniper.ws.state import State
 
@@ -62,10 +69,46 @@ class Rig:
         self.journal.close()
 
     def reached(self, target: Target) -> bool:
-        """The executor's own view: position at target, nothing working or unknown."""
-        snap = self.state.snapshot(depth=1)
-        return (snap.ready and self.executor.position(snap) == target.qty and not self.journal.open_orders()
-                and not snap.orders)
+        return reached(self.venue, self.journal, target)
+
+
+def reached(venue: Venue, journal: Journal, target: Target) -> bool:
+    """The executor's own view: position at target, nothing working or unknown."""
+    snap = venue.snapshot()
+    return snap.ready and position_of(snap) == target.qty and not journal.open_orders() and not snap.orders
+
+
+def local_exchange(*, seed: int = 1, lot: int | None = None) -> tuple[Exchange, SimClock]:
+    """An Exchange as `python -m sniper sim --paused --seed SEED` builds its own (bundled minutes
+    and funding, the demo account, the feed stepped to the start), on a paused clock; `lot`
+    overrides the instrument's lotSize."""
+    bars = feed.load_bars(feed.DEFAULT_BARS)
+    clock = SimClock(feed.default_start(bars), 0.0)
+    instrument = feed.instrument_for(bars) | ({"lotSize": lot} if lot else {})
+    exchange = Exchange(instrument, clock, funding=feed.load_funding(feed.DEFAULT_FUNDING), seed=seed)
+    exchange.add_account(SIM_DEMO_KEY, SIM_DEMO_SECRET, 1.0)
+    feed.Feed(exchange, bars, seed=seed).step_until(clock.now())
+    return exchange, clock
+
+
+@dataclass
+class LocalRig:
+    """The order stack over `exchange`'s demo account, in-process and stepped (`executor.settle()`)."""
+
+    exchange: Exchange
+    clock: SimClock
+    journal_path: str = ":memory:"
+    execution: ExecutionConfig = TEST_EXECUTION
+    risk_config: RiskConfig = TEST_RISK
+
+    def __post_init__(self) -> None:
+        self.venue = LocalVenue(self.exchange, SIM_DEMO_KEY)
+        self.journal = Journal(self.journal_path, self.clock)
+        self.risk = RiskGate(self.risk_config, self.clock, store=self.journal)
+        self.executor = Executor(self.venue, self.journal, self.risk, self.clock, self.execution)
+
+    def reached(self, target: Target) -> bool:
+        return reached(self.venue, self.journal, target)
 
 
 def wait_for(predicate, timeout: float = 10.0, every: float = 0.005, what: str = "condition"):
