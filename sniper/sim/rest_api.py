@@ -210,11 +210,21 @@ def _within(stamp, lo, hi) -> bool:
 
 
 class RestApi:
-    """The `/api/v1` endpoints of one simulator (all calls on its event loop)."""
+    """The `/api/v1` endpoints of one simulator (all calls on its event loop).
 
-    def __init__(self, sim) -> None:
-        self.sim = sim
-        self.exchange = sim.exchange
+    It serves `exchange` and the recorded bars of `buckets` up to `clock` (simulated
+    time), checks signatures against `real_clock` (clients sign with wall time), obeys
+    the `faults` in force and the `limiter`'s budget (None: unlimited), and counts
+    requests, placed and rejected orders in `counters`."""
+
+    def __init__(self, exchange, buckets, *, clock, real_clock, faults, limiter, counters) -> None:
+        self.exchange = exchange
+        self.buckets = buckets
+        self.clock = clock
+        self.real_clock = real_clock
+        self.faults = faults
+        self.limiter = limiter
+        self.counters = counters
         # (method, path, handler, private)
         self.routes = (
             ("GET", "/instrument", self.get_instrument, False),
@@ -255,9 +265,8 @@ class RestApi:
 
     async def serve(self, request: web.Request, handler, private: bool) -> web.Response:
         """The request pipeline: faults, rate limit, auth, parameters, handler, late faults."""
-        sim = self.sim
-        faults = sim.faults
-        sim.counters["rest_requests"] += 1
+        faults = self.faults
+        self.counters["rest_requests"] += 1
         body = await request.read()
         headers: dict = {}
         try:
@@ -269,8 +278,8 @@ class RestApi:
                 retry = max(1, math.ceil(limited.remaining())) if math.isfinite(limited.until) else 60
                 raise HttpError(429, MSG_RATE_LIMITED.format(seconds=retry), "RateLimitError",
                                 {"Retry-After": str(retry)})
-            if sim.limiter is not None:
-                allowance = sim.limiter.take(request.headers.get("api-key") or request.remote or "")
+            if self.limiter is not None:
+                allowance = self.limiter.take(request.headers.get("api-key") or request.remote or "")
                 headers.update(allowance.headers())
                 if not allowance.allowed:
                     raise HttpError(429, MSG_RATE_LIMITED.format(seconds=allowance.retry_after), "RateLimitError",
@@ -278,7 +287,7 @@ class RestApi:
             api_key = None
             if private or "api-key" in request.headers:
                 h = request.headers
-                api_key = check_signature(self.exchange, sim.real_clock.now(), h.get("api-key"),
+                api_key = check_signature(self.exchange, self.real_clock.now(), h.get("api-key"),
                                           h.get("api-expires"), h.get("api-signature"), request.method,
                                           request.raw_path, body)
             params = coerce({**request.query, **parse_body(body, request.content_type)})
@@ -349,8 +358,8 @@ class RestApi:
         bin_size = p.get("binSize", "1m")
         if bin_size not in BIN_SECONDS:
             raise ExchangeError(400, f"binSize must be one of {', '.join(BIN_SECONDS)}", "ValidationError")
-        now = self.sim.clock.now()
-        return self._history(lambda count, start, reverse, lo, hi: self.sim.buckets.query(
+        now = self.clock.now()
+        return self._history(lambda count, start, reverse, lo, hi: self.buckets.query(
             bin_size, now, count=count, start=start, reverse=reverse, start_time=lo, end_time=hi), p)
 
     def get_assets(self, key, p):
@@ -361,11 +370,11 @@ class RestApi:
         return select(self.exchange.orders(key), p)
 
     def post_order(self, key, p):
-        if self.sim.faults.reject_order():
-            self.sim.counters["orders_rejected"] += 1
+        if self.faults.reject_order():
+            self.counters["orders_rejected"] += 1
             raise ExchangeError(400, MSG_REJECTED)
         order = self.exchange.place_order(key, **{k: p[k] for k in ORDER_FIELDS if p.get(k) is not None})
-        self.sim.counters["orders_placed"] += 1
+        self.counters["orders_placed"] += 1
         return order
 
     def put_order(self, key, p):

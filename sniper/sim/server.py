@@ -96,7 +96,8 @@ class Sim:
             raise ValueError(f"max_backlog must be >= 1, got {opts.max_backlog}")
         self.hub = Hub(self.exchange, self.faults, self.counters, self.clock, self.real_clock, opts.max_backlog)
         self.exchange.subscribe(self.hub.publish)
-        self.rest = RestApi(self)
+        self.rest = RestApi(self.exchange, self.buckets, clock=self.clock, real_clock=self.real_clock,
+                            faults=self.faults, limiter=self.limiter, counters=self.counters)
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
         self._driver: asyncio.Task | None = None
