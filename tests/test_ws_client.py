@@ -240,7 +240,7 @@ def test_backoff_is_jittered_exponential_and_capped():
     client = WsClient("ws://127.0.0.1:9/realtime", State(), backoff_initial=0.5, backoff_max=8.0,
                       rng=random.Random(7))
     for attempt, ceiling in [(0, 0.5), (1, 1.0), (3, 4.0), (4, 8.0), (50, 8.0)]:
-        delays = [client.backoff(attempt) for _ in range(200)]
+        delays = [client.session.backoff(attempt) for _ in range(200)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert max(delays) - min(delays) > ceiling / 4  # really jittered
     with pytest.raises(ValueError):

@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 from sniper import auth
 from sniper.clock import SimClock
+from sniper.model import OPEN_ORD_STATUSES, TERMINAL_ORD_STATUSES
 from sniper.ws.book import ReferenceBook
+from sniper.ws.session import Session
 from sniper.ws.state import PRIVATE_TABLES, PUBLIC_TABLES, State, configure_switch_interval
 from sniper.ws.tables import DEFAULT_KEYS, OrderTable, Table
 
@@ -90,7 +92,7 @@ def test_example_payload_parses_into_its_table(name):
     if table == "orderBookL2":
         assert state.book.level_of(rows[0]["id"], rows[0]["side"]) == (rows[0]["price"], rows[0]["size"])
     elif table == "order":
-        open_rows = [r for r in rows if r["ordStatus"] in ("New", "PartiallyFilled")]
+        open_rows = [r for r in rows if r["ordStatus"] in OPEN_ORD_STATUSES]
         assert state.table_rows("order") == open_rows
         for r in rows:
             assert state.order_by_clordid(r["clOrdID"]) == r
@@ -124,8 +126,11 @@ def test_example_instrument_updates_merge_into_the_partial():
     assert snap.mark_price == full["markPrice"] and snap.funding_rate == full.get("fundingRate")
 
 
-def test_non_row_payloads_are_logged_not_applied(caplog):
+@pytest.mark.parametrize("session", [False, True])
+def test_non_row_payloads_are_logged_not_applied(caplog, session):
     state = State()
+    if session:
+        Session(state)
     for name in sorted(NOT_ROWS):
         state.apply_message((PAYLOADS / name).read_bytes() if PAYLOADS.exists() else b"{}")
     assert sum(state.errors.values()) == 2 and state.seq == 0
@@ -231,7 +236,7 @@ def test_rows_for_a_just_closed_order_are_merged_not_reported():
     assert state.errors["bad order rows"] == 1
 
 
-FINAL_STATUSES = ("Filled", "Canceled", "Rejected", "Expired")
+FINAL_STATUSES = tuple(sorted(TERMINAL_ORD_STATUSES))  # DoneForDay and Stopped included
 
 
 @st.composite
@@ -263,7 +268,7 @@ def order_streams(draw):
             else:
                 fields = draw(st.fixed_dictionaries({}, optional={
                     "price": st.sampled_from([98.0, 99.5]), "leavesQty": st.integers(0, 100),
-                    "ordStatus": st.sampled_from(("New", "PartiallyFilled") + FINAL_STATUSES),
+                    "ordStatus": st.sampled_from(tuple(sorted(OPEN_ORD_STATUSES)) + FINAL_STATUSES),
                     "text": st.text(max_size=4)}))
                 if action == "fill":
                     execs.append(f"e{n}")
@@ -297,6 +302,16 @@ def test_random_valid_order_streams_match_the_model(frames):
             assert state.order_by_id(row["orderID"]) == row
         assert [e["execID"] for e in state.executions_since(0)] == execs
     assert not state.errors, state.errors
+
+
+@pytest.mark.parametrize("status", sorted(OPEN_ORD_STATUSES | TERMINAL_ORD_STATUSES))
+def test_the_model_says_which_statuses_close_an_order(status):
+    """With quantity still to fill, the status alone decides, as sniper.model defines it."""
+    state = ready_state()
+    state.apply_message(msg("order", "insert", [order("o1", "c1")]))
+    state.apply_message(msg("order", "update", [{"orderID": "o1", "ordStatus": status}]))
+    assert [o["orderID"] for o in state.snapshot().orders] == ([] if status in TERMINAL_ORD_STATUSES else ["o1"])
+    assert state.order_by_clordid("c1")["ordStatus"] == status and not state.errors
 
 
 def test_order_partial_keeps_only_open_orders():
@@ -417,7 +432,11 @@ BAD = [
 
 @pytest.mark.parametrize("raw,kind", BAD)
 def test_bad_input_is_logged_once_with_the_message(raw, kind, caplog):
+    """Frames the state cannot use and control frames the session cannot use (an unknown
+    message, an unsuccessful request, a server error) land in the state's one ledger, once
+    each, and leave the data alone."""
     state = ready_state()
+    Session(state)
     before = state.snapshot(None)
     with caplog.at_level(logging.WARNING, logger="sniper.ws.state"):
         state.apply_message(raw)
@@ -428,12 +447,16 @@ def test_bad_input_is_logged_once_with_the_message(raw, kind, caplog):
     assert after.ready and (after.bids, after.asks, after.orders) == (before.bids, before.asks, before.orders)
 
 
-def test_logged_messages_are_redacted(caplog):
+@pytest.mark.parametrize("session", [False, True])
+def test_logged_messages_are_redacted(caplog, session):
     creds = auth.Credentials("key-abc", "very-secret-value-123")
     sig_msg = auth.ws_auth_message(creds, 1_700_000_000)
     raw = json.dumps({"status": 400, "error": f"bad secret {creds.secret}", "request": sig_msg})
+    state = State()
+    if session:
+        Session(state)
     with caplog.at_level(logging.WARNING, logger="sniper.ws.state"):
-        State().apply_message(raw)
+        state.apply_message(raw)
     text = caplog.records[0].getMessage()
     assert creds.secret not in text and sig_msg["args"][2] not in text and "***" in text
 
@@ -447,20 +470,26 @@ def test_a_flood_of_bad_messages_is_thinned(caplog):
 
 
 def test_401_is_fatal_and_429_asks_to_wait():
+    """The state passes the server's errors to the session, which keeps the verdicts;
+    a fatal one also marks the data not ready at once."""
     state = ready_state()
+    session = Session(state)
     state.apply_message('{"status": 429, "error": "Rate limit exceeded", "meta": {"retryAfter": 7}}')
-    assert state.retry_after == 7.0 and state.fatal is None and state.snapshot().ready
+    assert session.retry_after == 7.0 and session.fatal is None and state.snapshot().ready
     state.apply_message('{"status": 401, "error": "Signature not valid.", "request": {"op": "authKeyExpires"}}')
     snap = state.snapshot()
-    assert not snap.ready and "authentication failed (401)" in state.fatal and snap.reason == state.fatal
+    assert not snap.ready and "authentication failed (401)" in session.fatal and snap.reason == session.fatal
+    assert not hasattr(state, "fatal") and not hasattr(state, "retry_after")  # protocol state is not data
 
 
 def test_acks_track_authentication_and_subscriptions():
     state = State()
+    session = Session(state)
     state.apply_message('{"info": "Welcome to the BitMEX Realtime API.", "version": "x"}')
     state.apply_message('{"success": true, "request": {"op": "authKeyExpires", "args": ["k", 1, "s"]}}')
     state.apply_message('{"success": true, "subscribe": "order", "request": {"op": "subscribe"}}')
-    assert state.authenticated and state.subscribed == {"order"} and not state.errors
+    assert session.authenticated and session.subscribed == {"order"} and not state.errors
+    assert state.seq == 0 and state.tables == {}  # acks are no table data
 
 
 # ---- concurrency -------------------------------------------------------------------------------

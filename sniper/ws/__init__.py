@@ -1,1 +1,2 @@
-"""The websocket thread and the shared state it keeps (see state.py)."""
+"""The websocket thread (client.py), its connection's protocol state (session.py) and the
+shared market and account state it keeps (state.py)."""

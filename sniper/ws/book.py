@@ -21,6 +21,7 @@ invalid until the next partial: the caller resyncs, nothing is patched up.
     book.bids(25) -> [(price, size), ...] best first; book.best_ask; len(book)
 """
 
+from sniper.model import BUY, SELL
 from sniper.ws._core import BookError, L2Book
 
 __all__ = ["BookError", "L2Book"]
@@ -36,12 +37,12 @@ class ReferenceBook:
 
         self._new_side = SortedDict
         self.prices: dict[tuple[int, str], float] = {}
-        self.sides = {"Buy": SortedDict(), "Sell": SortedDict()}
+        self.sides = {BUY: SortedDict(), SELL: SortedDict()}
 
     def apply(self, action: str, rows: list[dict]) -> None:
         if action == "partial":
             self.prices.clear()
-            self.sides = {"Buy": self._new_side(), "Sell": self._new_side()}
+            self.sides = {BUY: self._new_side(), SELL: self._new_side()}
         for row in rows:
             key = (row["id"], row["side"])
             side = self.sides[row["side"]]
@@ -59,10 +60,10 @@ class ReferenceBook:
                 side[row["price"]] = row["size"]
 
     def bids(self, depth: int | None = 25) -> list[tuple[float, int]]:
-        items = self.sides["Buy"].items()
+        items = self.sides[BUY].items()
         start = 0 if depth is None else max(len(items) - depth, 0)
         return list(reversed(items[start:]))
 
     def asks(self, depth: int | None = 25) -> list[tuple[float, int]]:
-        items = self.sides["Sell"].items()
+        items = self.sides[SELL].items()
         return list(items[:depth])

@@ -1,13 +1,15 @@
 """The websocket thread: one BitMEX `/realtime` connection feeding `State`.
 
-It is a thin loop around `State.apply_message`; everything it knows about
-the exchange's messages (acks, errors, tables) the state has already parsed.
-Its own job is the connection's life:
+It is a thin loop around `State.apply_message`: the state parses every
+frame and applies the table data; the frames that are about the connection
+(acks, errors, info) it hands to this client's `Session` (session.py), which
+keeps the protocol state: authenticated, fatal, retry-after, back-off.
+The client's own job is the connection's life:
 
 - connect, authenticate (`authKeyExpires`, signed with api-expires), then
   `begin_session` and subscribe to the public tables for the symbol and,
   when authenticated, the private ones; the state is ready once every
-  partial has arrived;
+  partial has arrived (`State.ready`, the snapshots' verdict);
 - liveness: websocket pings are answered by websocket-client; we send the
   text `ping` after `ping_interval` of silence and declare the connection
   dead after `dead_after` without any frame (a stalled server), when the
@@ -22,8 +24,8 @@ Its own job is the connection's life:
   places nothing), then reconnect after a jittered exponential back-off and
   rebuild every table from the new partials;
 - a 401/403 (at the upgrade or in reply to the auth op) stops the thread
-  with `fatal` set instead of reconnecting in a loop; a 429 stretches the
-  back-off to the server's retry-after.
+  with the session's `fatal` set instead of reconnecting in a loop; a 429
+  stretches the back-off to the server's retry-after.
 Durations here are real time (time.monotonic), staleness included: a
 socket's liveness does not speed up or freeze with a simulated clock.
 """
@@ -38,14 +40,14 @@ import time
 import orjson
 import websocket
 
-from sniper import auth, log
+from sniper import auth
 from sniper.clock import RealClock
+from sniper.ws.session import Session
 from sniper.ws.state import PRIVATE_TABLES, PUBLIC_TABLES, State
 
 logger = logging.getLogger(__name__)
 
 _SYMBOL_PRIVATE = {"order", "execution", "position"}  # private tables BitMEX filters by symbol
-_FATAL_STATUS = (401, 403)
 _HEALTHY_AFTER_S = 10.0  # a session ready this long resets the back-off
 STALE_AFTER_S = 30.0  # default stale-data deadline, see the module docstring
 
@@ -75,13 +77,11 @@ class WsClient:
         self.dead_after = dead_after
         self.ready_timeout = ready_timeout
         self.stale_after = stale_after
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
         self.connect_timeout = connect_timeout
         self.tables = PUBLIC_TABLES + (PRIVATE_TABLES if credentials else ())
         self.sessions = 0
         self.last_end: str | None = None
-        self._rng = rng or random.Random()
+        self.session = Session(state, backoff_initial=backoff_initial, backoff_max=backoff_max, rng=rng)
         self._tick = min(0.25, ping_interval / 2)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,13 +110,14 @@ class WsClient:
 
     @property
     def fatal(self) -> str | None:
-        return self.state.fatal
+        """Why the server refused us for good (the session's verdict), else None."""
+        return self.session.fatal
 
     def wait_ready(self, timeout: float) -> bool:
         """Poll until the state is ready (tests and start-up); False on timeout or fatal."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.state.fatal is None:
-            if self.state.snapshot(0).ready:
+        while time.monotonic() < deadline and self.session.fatal is None:
+            if self.state.ready:
                 return True
             time.sleep(0.01)
         return False
@@ -124,14 +125,9 @@ class WsClient:
     def subscriptions(self) -> list[str]:
         return [f"{t}:{self.symbol}" if t in PUBLIC_TABLES or t in _SYMBOL_PRIVATE else t for t in self.tables]
 
-    def backoff(self, attempt: int) -> float:
-        """Exponential back-off with equal jitter: half fixed, half random."""
-        ceiling = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 30))
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
-
     # ---- the thread ---------------------------------------------------------------------------
     def _run(self) -> None:
-        attempt = 0
+        session = self.session
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -143,19 +139,17 @@ class WsClient:
                 logger.exception("websocket session failed")
                 reason = f"unexpected error: {exc!r}"
             self.last_end = reason
-            if self.state.fatal:
-                self.state.mark_not_ready(self.state.fatal)
-                logger.error("websocket stopped for good: %s", self.state.fatal)
+            if session.fatal:
+                self.state.mark_not_ready(session.fatal)
+                logger.error("websocket stopped for good: %s", session.fatal)
                 return
             self.state.mark_not_ready(f"websocket {reason}")
             if self._stop.is_set():
                 return
             healthy = self._ready_since is not None and time.monotonic() - self._ready_since >= _HEALTHY_AFTER_S
-            attempt = 0 if healthy else attempt + 1
-            delay = max(self.backoff(attempt), self.state.retry_after)
-            self.state.retry_after = 0.0
+            delay = session.next_delay(healthy)
             logger.warning("websocket %s after %.1fs; reconnecting in %.2fs (attempt %d)", reason,
-                           time.monotonic() - started, delay, attempt)
+                           time.monotonic() - started, delay, session.attempt)
             self._stop.wait(delay)
 
     def _connect(self) -> websocket.WebSocket:
@@ -163,11 +157,7 @@ class WsClient:
             return websocket.create_connection(self.url, timeout=self.connect_timeout, skip_utf8_validation=True)
         except websocket.WebSocketBadStatusException as exc:
             body = exc.resp_body.decode("utf-8", "replace") if isinstance(exc.resp_body, bytes) else exc.resp_body
-            if exc.status_code in _FATAL_STATUS:
-                self.state.fatal = f"authentication failed ({exc.status_code}): {log.redact(str(body))}"
-            elif exc.status_code == 429:
-                retry = (exc.resp_headers or {}).get("retry-after")
-                self.state.retry_after = float(retry) if retry and retry.isdigit() else 1.0
+            self.session.refused(exc.status_code, str(body), exc.resp_headers)
             raise _SessionEnd(f"refused at connect ({exc.status_code})") from None
         except (OSError, websocket.WebSocketException) as exc:
             raise _SessionEnd(f"connect failed ({exc.__class__.__name__}: {exc})") from None
@@ -183,7 +173,7 @@ class WsClient:
             if self.sessions > 1:
                 state.note_reconnect()
             logger.info("websocket connected to %s", self.url)
-            state.authenticated = False
+            self.session.start_connection()
             if self.credentials:
                 self._send(ws, orjson.dumps(auth.ws_auth_message(self.credentials, self.clock.now())).decode())
             else:
@@ -212,6 +202,13 @@ class WsClient:
         except (OSError, websocket.WebSocketException) as exc:
             raise _SessionEnd(f"send failed ({exc.__class__.__name__}: {exc})") from None
 
+    def _end_if_broken(self) -> None:
+        """End the session when it cannot go on: refused for good, or a book only a new
+        partial can repair."""
+        reason = self.session.fatal or self.state.resync_reason
+        if reason:
+            raise _SessionEnd(reason)
+
     def _subscribe(self, ws: websocket.WebSocket) -> None:
         self.state.begin_session(self.tables)
         self._send(ws, orjson.dumps({"op": "subscribe", "args": self.subscriptions()}).decode())
@@ -220,7 +217,7 @@ class WsClient:
     def _pump(self, ws: websocket.WebSocket) -> None:
         """Receive until the session ends; raises _SessionEnd with the reason.
         Liveness and readiness are checked once a tick, busy or quiet."""
-        state = self.state
+        state, session = self.state, self.session
         apply = state.apply_message
         subscribed = not self.credentials
         last_rx = last_ping = last_data = time.monotonic()
@@ -234,9 +231,8 @@ class WsClient:
                     raise _SessionEnd("closed by the server")
                 if data != b"pong":
                     apply(data)
-                    if state.fatal or state.resync_reason:
-                        raise _SessionEnd(state.fatal or state.resync_reason)
-                    if not subscribed and state.authenticated:
+                    self._end_if_broken()
+                    if not subscribed and session.authenticated:
                         self._subscribe(ws)
                         subscribed = True
                 if last_rx < next_check:
@@ -245,8 +241,7 @@ class WsClient:
                 pass
             except (OSError, websocket.WebSocketException) as exc:
                 raise _SessionEnd(f"connection lost ({exc.__class__.__name__}: {exc})") from None
-            if state.fatal or state.resync_reason:  # also set outside a frame (a 401 at connect, a check)
-                raise _SessionEnd(state.fatal or state.resync_reason)
+            self._end_if_broken()  # a book broken by a frame applied from elsewhere, too
             now = time.monotonic()
             next_check = now + self._tick
             silent = now - last_rx
@@ -261,7 +256,7 @@ class WsClient:
                 raise _SessionEnd(f"stale data: no table update for {now - last_data:.1f}s "
                                   f"(limit {self.stale_after}s)")
             if self._ready_since is None:
-                if state.connected and state.tables_ready and state.book.valid:
+                if state.ready:
                     self._ready_since = last_data = now
                     logger.info("websocket state ready (%d tables)", len(self.tables))
                 elif now - self._phase_started > self.ready_timeout:

@@ -7,12 +7,19 @@ the rows of one message, a snapshot holds it to copy the top levels and a
 dozen references. Everything a snapshot hands out is immutable (rows are
 replaced on update, never mutated), so nothing is deep-copied under the lock.
 
-Readiness: `begin_session(tables)` (called by the client once the socket is
+What it holds is market and account data, and whether that data is
+complete: `begin_session(tables)` (called by the client once the socket is
 up and authenticated) clears every table and names the partials to wait
-for; the state is ready when all have arrived and the book is consistent.
+for; the state is `ready` when all have arrived and the book is consistent
+(one verdict, computed by the C snapshot, that every snapshot carries).
 `mark_not_ready(reason)` ends it (disconnect, stale data, fatal error).
-A book inconsistency sets `resync_reason`, which the client answers with a
-reconnect, because only a new partial can repair the book.
+When the book contradicts the stream, `resync_reason` says so: the data
+cannot become complete again without a new partial, so the client answers
+with a reconnect.
+
+The connection's protocol (acks, auth, server errors, back-off) is not the
+state's: every frame that is not table data goes to the handler the
+connection's owner registered (`hand_control_to`, see session.py).
 
 Threads and the GIL: a reader waiting for the GIL while another thread runs
 Python waits up to `sys.getswitchinterval()` (5 ms by default) whatever this
@@ -25,7 +32,7 @@ import logging
 import sys
 import threading
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
 from sniper import log
@@ -56,7 +63,8 @@ def configure_switch_interval(seconds: float = SWITCH_INTERVAL_S) -> float:
     return previous
 
 
-def _text(raw) -> str:
+def frame_text(raw) -> str:
+    """A frame as log text: decoded, truncated, secrets and signatures redacted."""
     if isinstance(raw, (bytes, bytearray, memoryview)):
         raw = bytes(raw).decode("utf-8", "replace")
     text = raw if isinstance(raw, str) else repr(raw)
@@ -82,17 +90,14 @@ class State(StateCore):
         self.partials: set[str] = set()
         self.errors: Counter[str] = Counter()  # bad input by kind, for metrics and tests
         self.dropped_before_partial = 0
-        self.resync_reason: str | None = None  # the book needs a new partial: reconnect
-        self.fatal: str | None = None  # stop trading, do not reconnect (401/403)
-        self.retry_after: float = 0.0  # seconds the server asked us to wait (429)
-        self.authenticated = False
-        self.subscribed: set[str] = set()
+        self._resync_reason: str | None = None
+        self._control: Callable[[dict, object], None] | None = None
         self._executions: deque[tuple[int, Mapping]] = deque(maxlen=execution_history)
         self._exec_ids: OrderedDict[str, None] = OrderedDict()
         self._change_cv = threading.Condition(threading.Lock())  # private messages, touch moves
         self._publish_all()
 
-    # ---- sessions ----------------------------------------------------------
+    # ---- sessions and completeness ---------------------------------------------
     def begin_session(self, tables: Iterable[str]) -> None:
         """A new connection: clear every table, wait for these partials."""
         with self.lock:
@@ -102,8 +107,7 @@ class State(StateCore):
             self.partials.clear()
             self.expected = frozenset(tables)
             self.tables_ready = False
-            self.resync_reason = None
-            self.subscribed.clear()
+            self._resync_reason = None
             self.connected = True
             self._publish_all()
             self.reason = self._waiting_reason()
@@ -121,6 +125,22 @@ class State(StateCore):
         with self.lock:
             self.reconnects += 1
             return self.reconnects
+
+    @property
+    def ready(self) -> bool:
+        """Complete and current: the verdict a snapshot taken now carries."""
+        return self.snapshot(0).ready
+
+    @property
+    def resync_reason(self) -> str | None:
+        """Why the book cannot be trusted until a new partial (it contradicted the stream), else None."""
+        return self._resync_reason
+
+    def hand_control_to(self, handler: Callable[[dict, object], None]) -> None:
+        """Send every JSON object that is not table data (acks, errors, info) to `handler`
+        as (message, raw frame): they belong to whoever owns the connection. The latest
+        handler wins; without one such frames count as bad input."""
+        self._control = handler
 
     def _waiting_reason(self) -> str | None:
         missing = sorted(self.expected - self.partials)
@@ -197,36 +217,32 @@ class State(StateCore):
             self._dispatch(msg, raw, t)
         except Exception as exc:  # a bug here must not kill the websocket thread
             logger.exception("failed to apply a message")
-            self._bad("internal error", raw, repr(exc))
+            self.note_bad("internal error", raw, repr(exc))
 
     def _dispatch(self, msg, raw, t: float) -> None:
         if msg is None:
-            self._bad("malformed JSON", raw)
+            self.note_bad("malformed JSON", raw)
         elif not isinstance(msg, dict):
-            self._bad("not a JSON object", raw)
+            self.note_bad("not a JSON object", raw)
         elif "table" in msg:
             self._apply_table(msg, raw, t)
-        elif "error" in msg or "status" in msg:
-            self._server_error(msg, raw)
-        elif "success" in msg:
-            self._ack(msg, raw)
-        elif "info" in msg:
-            logger.info("server: %s", _text(raw))
+        elif self._control is not None:
+            self._control(msg, raw)
         else:
-            self._bad("unknown message", raw)
+            self.note_bad("control frame without a session", raw)
 
     def _apply_table(self, msg: dict, raw, t: float) -> None:
         name, action, data = msg.get("table"), msg.get("action"), msg.get("data")
         if not isinstance(name, str) or (name != "orderBookL2" and name not in DEFAULT_KEYS):
-            self._bad("unknown table", raw)
+            self.note_bad("unknown table", raw)
             return
         if action not in ACTIONS or not isinstance(data, list):
-            self._bad("unknown action or no data list", raw)
+            self.note_bad("unknown action or no data list", raw)
             return
         keys = msg.get("keys")
         if action == "partial" and keys is not None and not (
                 isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
-            self._bad("partial with malformed keys", raw)
+            self.note_bad("partial with malformed keys", raw)
             return
         if name == "orderBookL2":
             self._apply_book(action, data, raw, t)
@@ -254,7 +270,7 @@ class State(StateCore):
         if private:
             self._wake_waiters()
         if problems:
-            self._bad(f"bad {name} rows", raw, "; ".join(problems[:3]))
+            self.note_bad(f"bad {name} rows", raw, "; ".join(problems[:3]))
 
     def _apply_book(self, action: str, data: list, raw, t: float) -> None:
         """orderBookL2 messages the C hot path leaves here: partials (built into
@@ -284,10 +300,10 @@ class State(StateCore):
         """The stream contradicts the book: never patch it, ask for a resync."""
         reason = f"orderBookL2 inconsistent ({self.book.error}); resync needed"
         with self.lock:
-            self.resync_reason = reason
+            self._resync_reason = reason
             if self.connected:  # else the connection's own reason stays first
                 self.reason = reason
-        self._bad("orderBookL2 inconsistent", raw, str(self.book.error))
+        self.note_bad("orderBookL2 inconsistent", raw, str(self.book.error))
 
     def _partial_arrived(self, name: str) -> None:
         self.partials.add(name)
@@ -354,41 +370,14 @@ class State(StateCore):
             rows = table.rows() if table is not None and table.has_partial else []
             self.orders = tuple(MappingProxyType(r) for r in rows if r.get("symbol") == self.symbol)
 
-    # ---- protocol messages ---------------------------------------------------
-    def _ack(self, msg: dict, raw) -> None:
-        request = msg.get("request") if isinstance(msg.get("request"), dict) else {}
-        if not msg.get("success"):
-            self._bad("unsuccessful request", raw)
-        elif request.get("op") in ("authKeyExpires", "authKey"):
-            self.authenticated = True
-            logger.info("websocket authenticated")
-        elif isinstance(msg.get("subscribe"), str):
-            self.subscribed.add(msg["subscribe"])
-        elif isinstance(msg.get("unsubscribe"), str):
-            self.subscribed.discard(msg["unsubscribe"])
-
-    def _server_error(self, msg: dict, raw) -> None:
-        status = msg.get("status")
-        error = msg.get("error")
-        text = error if isinstance(error, str) else (error or {}).get("message") if isinstance(error, dict) else None
-        if status in (401, 403):
-            self.fatal = f"authentication failed ({status}): {text}"
-            self.errors[f"server {status}"] += 1
-            logger.error("server refused our credentials, trading stops: %s", _text(raw))
-            self.mark_not_ready(self.fatal)
-            return
-        if status == 429:
-            meta = msg.get("meta") if isinstance(msg.get("meta"), dict) else {}
-            retry = meta.get("retryAfter", 1)
-            self.retry_after = float(retry) if isinstance(retry, (int, float)) else 1.0
-        self._bad(f"server error {status}", raw, text)
-
-    def _bad(self, kind: str, raw, detail: str | None = None) -> None:
-        """Log bad input once, with the (redacted, truncated) message itself.
-        A flood of one kind is thinned to one line in _LOG_EVERY."""
+    # ---- the ledger of bad frames ---------------------------------------------------
+    def note_bad(self, kind: str, raw, detail: str | None = None) -> None:
+        """Count a frame that could not be used (here or by the session) under `kind` and log
+        it with the (redacted, truncated) frame itself; a flood of one kind is thinned to one
+        line in _LOG_EVERY, so bad input can neither go unseen nor drown the log."""
         self.errors[kind] += 1
         n = self.errors[kind]
         if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
             suffix = f" (occurrence {n})" if n > _LOG_FIRST else ""
-            logger.warning("%s%s%s; message: %s", kind, f": {log.redact(detail[:_LOG_CHARS])}" if detail else "", suffix,
-                           _text(raw))
+            detail = f": {log.redact(str(detail)[:_LOG_CHARS])}" if detail else ""
+            logger.warning("%s%s%s; message: %s", kind, detail, suffix, frame_text(raw))

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 
+from sniper.model import TERMINAL_ORD_STATUSES
+
 ACTIONS = ("partial", "insert", "update", "delete")
 
 # Keys BitMEX declares in each table's partial; used until a partial says
@@ -50,8 +52,6 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
 HISTORY_ROWS = 1000
 _GROWING = {"trade", "funding", "quote", "tradeBin1m", "tradeBin5m", "tradeBin1h", "tradeBin1d",
             "liquidation", "settlement", "insurance", "execution", "transact"}
-
-CLOSED_ORDER_STATUSES = frozenset({"Filled", "Canceled", "Rejected", "Expired", "DoneForDay"})
 
 
 class Table:
@@ -149,9 +149,11 @@ class Table:
 
 
 def order_is_open(row: Mapping) -> bool:
-    """BitMEX keeps closed orders in the table with leavesQty 0; we do not."""
+    """BitMEX keeps closed orders in the table with leavesQty 0; we do not. Closed: a
+    terminal status (model.TERMINAL_ORD_STATUSES) or nothing left to fill. A status we do
+    not know keeps the order open rather than hide an order that may still be working."""
     status = row.get("ordStatus")
-    if isinstance(status, str) and status in CLOSED_ORDER_STATUSES:
+    if isinstance(status, str) and status in TERMINAL_ORD_STATUSES:
         return False
     leaves = row.get("leavesQty")
     return not (isinstance(leaves, (int, float)) and leaves <= 0)
