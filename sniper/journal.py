@@ -36,7 +36,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from sniper.model import REDUCE_ONLY, SIDES, TERMINAL_ORD_STATUSES, has_inst, side_sign
+from sniper.model import NEW, REDUCE_ONLY, SIDES, TERMINAL_ORD_STATUSES, has_inst, side_sign
 
 OPEN_STATUSES = ("pending", "live")
 STRATEGY, RISK = "strategy", "risk"  # who made an intent's decision
@@ -233,7 +233,7 @@ class Journal:
                 " VALUES (?,0,?,?,?,?,?,?,?,'live',?,?,?,?,?,?)",
                 (clordid, n, row["side"], int(row.get("orderQty") or 0), row.get("price"),
                  row.get("ordType") or "Limit", row.get("execInst") or "", row.get("timeInForce") or "",
-                 row.get("ordStatus") or "New", row["orderID"], int(row.get("cumQty") or 0),
+                 row.get("ordStatus") or NEW, row["orderID"], int(row.get("cumQty") or 0),
                  int(row.get("leavesQty") or 0), now, now))
             self._event("adopt", clordid, {"orderID": row["orderID"]})
         return self._reload(clordid)

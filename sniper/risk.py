@@ -33,7 +33,7 @@ REPEAT_LOG_S = 60.0  # the same refusal is logged again at most this often
 
 @dataclass(frozen=True)
 class ProposedOrder:
-    side: str  # "Buy" | "Sell"
+    side: str  # BUY | SELL
     qty: int  # contracts, > 0
     price: float | None  # limit price; None = market (mark or touch is used for notional)
     reduce_only: bool = False
