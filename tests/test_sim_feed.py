@@ -34,6 +34,12 @@ def make(bars, *, seed=1, l2_rate=0.0, loop=False, funding=(), accounts=(), **kw
     return ex, Feed(ex, bars, seed=seed, l2_rate=l2_rate, loop=loop, **kw), messages
 
 
+def replayed():
+    """The bundled minutes a default replay plays (2018-11-19 on): the older ones are its history."""
+    bars = load_bars()
+    return bars[bars["time"] >= default_start(bars)]
+
+
 def trades_of(messages):
     return [r for t, _, rows, _ in messages if t == "trade" for r in rows]
 
@@ -43,9 +49,9 @@ def test_feed_bars_are_the_model_bars():
 
 
 def test_bundled_sample_is_small_real_and_tick_aligned():
-    assert DEFAULT_BARS.stat().st_size < 300_000
+    assert DEFAULT_BARS.stat().st_size < 2_000_000  # 94 days of minutes: 1.47 MB
     bars = load_bars()
-    assert len(bars) >= 3 * 1440 and np.all(np.diff(bars["time"]) == 60)
+    assert len(bars) >= 90 * 1440 and np.all(np.diff(bars["time"]) == 60)
     for col in ("open", "high", "low", "close"):
         assert np.all(bars[col] * 2 == np.round(bars[col] * 2))  # tickSize 0.5 in that era
     funding = load_funding()
@@ -59,7 +65,7 @@ def test_bundled_sample_is_small_real_and_tick_aligned():
 def test_replay_reproduces_every_recorded_bar():
     """Bars rebuilt from the simulator's trade rows match high, low, close and volume
     (open is the previous close, as in BitMEX's bucketed data)."""
-    bars = load_bars()
+    bars = replayed()
     start = default_start(bars)
     ex, feed, messages = make(bars, start=start)
     for m in range(1, len(bars) + 1):
@@ -83,7 +89,7 @@ def test_replay_reproduces_every_recorded_bar():
 
 
 def test_deterministic_for_a_seed_whatever_the_step_size():
-    bars = load_bars()[:20]
+    bars = replayed()[:20]
     start = float(bars["time"][0])
 
     def run(seed, step):
@@ -100,7 +106,7 @@ def test_deterministic_for_a_seed_whatever_the_step_size():
 
 
 def test_book_has_levels_around_the_path_and_update_rate_reaches_1000_per_second():
-    bars = load_bars()[:2]
+    bars = replayed()[:2]
     ex, feed, messages = make(bars, l2_rate=1000.0, levels=40)
     start = float(bars["time"][0])
     feed.step_until(start)
@@ -124,7 +130,7 @@ def test_book_has_levels_around_the_path_and_update_rate_reaches_1000_per_second
 
 def test_account_orders_trade_against_the_replay():
     """A resting bid at the minute's low is filled as the replay walks down through it."""
-    bars = load_bars()
+    bars = replayed()
     i = int(np.flatnonzero((bars["low"][1:] < bars["close"][:-1] - 5) & (bars["volume"][1:] > 0))[0]) + 1
     ex, feed, messages = make(bars, accounts=["k"])
     feed.step_until(float(bars["time"][i]) - 0.001)  # just before minute i
@@ -141,7 +147,7 @@ def test_account_orders_trade_against_the_replay():
 
 
 def test_funding_settles_during_replay_at_the_recorded_rate():
-    bars = load_bars()
+    bars = replayed()
     funding = load_funding(DEFAULT_FUNDING)
     ex, feed, messages = make(bars, funding=funding, accounts=["k"])
     start = float(bars["time"][0])
@@ -182,7 +188,7 @@ def test_loop_replays_again_shifted_in_time():
 
 
 def test_replay_can_start_inside_the_data():
-    bars = load_bars()[:30]
+    bars = replayed()[:30]
     begin = float(bars["time"][10]) + 15
     ex, feed, messages = make(bars, start=begin)
     assert feed.step_until(begin - 1) == 0 and not messages  # nothing before the start
@@ -196,7 +202,7 @@ def test_replay_can_start_inside_the_data():
 
 
 def test_without_start_the_replay_begins_at_the_first_step():
-    bars = load_bars()[:30]
+    bars = replayed()[:30]
     ex, feed, messages = make(bars)
     begin = float(bars["time"][20]) + 30
     assert feed.step_until(begin) == 0  # the book is built; nothing else is due yet
@@ -207,7 +213,7 @@ def test_without_start_the_replay_begins_at_the_first_step():
 
 
 def test_instrument_for_follows_the_bars_era():
-    bars = load_bars()[:10]
+    bars = replayed()[:10]
     assert (instrument_for(bars)["tickSize"], instrument_for(bars)["lotSize"]) == (0.5, 1)
     early = bars.copy()
     early["close"] += 0.01
@@ -234,7 +240,7 @@ def test_load_bars_rejects_bad_files(tmp_path):
 
 
 def test_replayed_liquidity_taken_by_an_account_is_restored():
-    bars = load_bars()[:5]
+    bars = replayed()[:5]
     start = default_start(bars)
     ex, feed, messages = make(bars, start=start, levels=20)
     ex.add_account("k", "secret", 1000.0)  # enough margin to sweep the whole ask side

@@ -17,7 +17,7 @@ import requests
 from sniper.model import parse_time
 from sniper.sim import feed
 
-START = 1542585600 + 2 * 86400 + 3 * 3600 + 17 * 60 + 30  # 2018-11-21T03:17:30Z, 2 days into the sample
+START = 1542585600 + 2 * 86400 + 3 * 3600 + 17 * 60 + 30  # 2018-11-21T03:17:30Z, 2 days into the replay
 
 
 @pytest.fixture(scope="module")
@@ -208,9 +208,9 @@ def test_bucketed_matches_the_bars_without_look_ahead(sim, bin_size, step):
 
 
 def test_bucketed_paging_and_errors(sim):
-    rows = call(sim, "GET", "/api/v1/trade/bucketed?binSize=1h&symbol=XBTUSD&count=3")
-    assert [r["timestamp"] for r in rows] == ["2018-11-19T01:00:00.000Z", "2018-11-19T02:00:00.000Z",
-                                              "2018-11-19T03:00:00.000Z"]
+    rows = call(sim, "GET", "/api/v1/trade/bucketed?binSize=1h&symbol=XBTUSD&count=3")  # from the oldest
+    assert [r["timestamp"] for r in rows] == ["2018-08-20T01:00:00.000Z", "2018-08-20T02:00:00.000Z",
+                                              "2018-08-20T03:00:00.000Z"]
     window = call(sim, "GET", "/api/v1/trade/bucketed?" + urlencode(
         {"binSize": "5m", "startTime": "2018-11-20T00:00:00Z", "endTime": "2018-11-20T00:20:00Z"}))
     assert [r["timestamp"][11:16] for r in window] == ["00:00", "00:05", "00:10", "00:15", "00:20"]

@@ -8,8 +8,22 @@ previous close, as BitMEX's bucketed bars). Around the path it keeps `levels`
 price levels per side of replayed liquidity, one tick wide at the touch, and jitters
 their sizes `l2_rate` times per simulated second (one orderBookL2 message each).
 
-Every minute's events are drawn from an RNG seeded by (seed, cycle, minute index), so
-a replay is identical for a given seed however `step_until` is called.
+Every minute's events are drawn from an RNG seeded by (seed, cycle, the minute's recorded
+open time), so a replay is identical for a given seed however `step_until` is called,
+and a minute plays the same whichever file or slice of the recording holds it.
+
+The bundled default is 94 days of real XBTUSD minutes (2018-08-20 to 2018-11-22 UTC,
+tick 0.5, lot 1) with their funding rates. A replay starts by default three days
+before the data's end (`default_start`: 2018-11-19 00:00 for the bundled data), so
+everything before it is history that the simulator serves from the first request, as
+BitMEX does. With `loop=True` (the server's) the replay starts again at the first bar
+once it passes the last: cycle c replays the bars `c * span` seconds later (see
+`replay_span`), beginning from the last bar's close. From the default start that
+happens three days in, and the price jumps from the data's last close to the first
+bars' level (4,537 to about 6,490 for the bundled data), as a looped recording must.
+The REST history (buckets.py) and the funding rates (funding.py) loop with the bars.
+`l2_rate` counts orderBookL2 messages per simulated second, besides the level moves
+around each trade.
 """
 
 from __future__ import annotations
@@ -26,9 +40,10 @@ from sniper.model import BAR_DTYPE, BUY, SELL
 from sniper.sim.exchange import Exchange
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-DEFAULT_BARS = DATA_DIR / "xbtusd_sample_1m.csv.gz"
-DEFAULT_FUNDING = DATA_DIR / "xbtusd_sample_funding.csv"
+DEFAULT_BARS = DATA_DIR / "xbtusd_1m_20180820_20181122.csv.gz"
+DEFAULT_FUNDING = DATA_DIR / "xbtusd_funding_20180819_20181122.csv.gz"
 DEFAULT_INSTRUMENT = DATA_DIR / "xbtusd_instrument_2018.json"
+REPLAY_S = 3 * 86400  # by default a replay starts this long before the data's end
 
 _MINUTE, _TRADE, _JITTER = 0, 1, 2
 SIZE_SIGMA = 0.8  # lognormal spread of level sizes
@@ -90,14 +105,24 @@ def instrument_for(bars, path: str | Path = DEFAULT_INSTRUMENT) -> dict:
     return inst
 
 
+def replay_span(bars) -> tuple[float, float]:
+    """(first bar's open time, seconds from it to the last bar's end). A looping replay
+    repeats the bars every `span` seconds."""
+    times = _as_bars(bars)["time"]
+    return float(times[0]), float(times[-1] + 60 - times[0])
+
+
 def default_start(bars) -> float:
-    """Where a replay of `bars` starts by default: the first bar's open time."""
-    return float(_as_bars(bars)["time"][0])
+    """Where a replay of `bars` starts by default: REPLAY_S before their end, so that what
+    comes before is already history when the replay starts; the first bar for shorter data."""
+    first, span = replay_span(bars)
+    return max(first, first + span - REPLAY_S)
 
 
 class Feed:
     """Replays `bars` into `exchange`. Call `step_until(t)` with non-decreasing sim
-    times; it applies every event due by `t` and returns how many it applied."""
+    times; it applies every event due by `t` and returns how many it applied. With
+    `start=None` the replay begins at the minute holding the first `step_until` time."""
 
     def __init__(
         self,
@@ -122,8 +147,7 @@ class Feed:
         self.l2_rate = float(l2_rate)
         self.trades_per_minute = float(trades_per_minute)
         self.loop = loop
-        self._first = float(self.bars["time"][0])
-        self.span = float(self.bars["time"][-1] + 60 - self._first)
+        self._first, self.span = replay_span(self.bars)
         # The replay begins with the minute holding `start` (epoch seconds). None: the
         # minute holding the first step_until time, or the first bar if that is earlier.
         self.start = None if start is None else float(start)
@@ -203,7 +227,7 @@ class Feed:
         tick = self._tick(price)
         self.exchange.event_time = max(self.start, self.bar_time(i, cycle))
         self._planned_last = tick
-        self._rng = random.Random(f"{self.seed}:{cycle}:{i}")
+        self._rng = random.Random(f"{self.seed}:{cycle}:{int(self.bars['time'][i])}")
         try:
             base = self._size_base(i)
             changes = []
@@ -261,7 +285,7 @@ class Feed:
     def _plan_minute(self, i: int, cycle: int) -> list[tuple]:
         bar = self.bars[i]
         t0 = self.bar_time(i, cycle)
-        rng = np.random.default_rng([self.seed, cycle, i])
+        rng = np.random.default_rng([self.seed, cycle, int(bar["time"])])
         events: list[tuple] = [(t0, _MINUTE)]
         events += self._plan_trades(rng, t0, self._prev_close(i), bar, self._size_base(i))
         n_jitter = int(rng.poisson(self.l2_rate * 60)) if self.l2_rate > 0 else 0

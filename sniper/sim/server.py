@@ -50,13 +50,13 @@ EXIT_OK, EXIT_USAGE = 0, 2
 class SimOptions:
     host: str = "127.0.0.1"
     port: int = 0
-    data: str | None = None  # 1-minute bars CSV(.gz); None = the bundled sample
+    data: str | None = None  # 1-minute bars CSV(.gz); None = the bundled 2018 minutes
     funding: str | None = None  # funding CSV; None = the bundled rates
     speed: float = 1.0
     seed: int = 1
     accounts: list[tuple[str, str, float]] = field(default_factory=list)  # empty = the demo account
     paused: bool = False
-    start: str | float | None = None  # ISO text or epoch seconds; None = the feed's default
+    start: str | float | None = None  # ISO text or epoch seconds; None = feed.default_start (3 days before the end)
     l2_rate: float | None = None  # orderBookL2 messages per second; None = the feed's default
     rate_limit: int = DEFAULT_RATE_LIMIT  # 0 = unlimited
     max_backlog: int = DEFAULT_MAX_BACKLOG  # frames queued to one websocket client before it is cut off
@@ -82,13 +82,14 @@ class Sim:
         if not (-0.01 <= opts.maker_fee <= 0.01 and 0 <= opts.taker_fee <= 0.01):
             raise ValueError(f"fees must be fractions (maker -0.01..0.01, taker 0..0.01), got maker "
                              f"{opts.maker_fee} taker {opts.taker_fee}")
-        self.exchange = Exchange(feed_mod.instrument_for(bars), self.clock, funding=funding, seed=opts.seed,
-                                 maker_fee=opts.maker_fee, taker_fee=opts.taker_fee)
+        span = feed_mod.replay_span(bars)  # the feed loops: bars, their history and funding repeat
+        self.exchange = Exchange(feed_mod.instrument_for(bars), self.clock, funding=funding, funding_cycle=span,
+                                 seed=opts.seed, maker_fee=opts.maker_fee, taker_fee=opts.taker_fee)
         for key, secret, balance in opts.accounts or [(SIM_DEMO_KEY, SIM_DEMO_SECRET, 1.0)]:
             self.exchange.add_account(key, secret, balance)
         feed_kwargs = {} if opts.l2_rate is None else {"l2_rate": opts.l2_rate}
-        self.feed = feed_mod.Feed(self.exchange, bars, seed=opts.seed, **feed_kwargs)
-        self.buckets = Buckets(bars, self.exchange.symbol)
+        self.feed = feed_mod.Feed(self.exchange, bars, seed=opts.seed, loop=True, **feed_kwargs)
+        self.buckets = Buckets(bars, self.exchange.symbol, period=span[1])
         self.faults = Faults(opts.seed)
         self.limiter = RateLimiter(opts.rate_limit) if opts.rate_limit else None
         self.counters: Counter = Counter()
@@ -346,14 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
         "control endpoint /_control. Prints its base URL as the first line; stops on SIGINT/SIGTERM."))
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default 0 = any free port)")
-    p.add_argument("--data", help="1-minute bars CSV(.gz) to replay (default: the bundled sample)")
+    p.add_argument("--data", help="1-minute bars CSV(.gz) to replay (default: the bundled 2018-08-20..11-22 minutes)")
     p.add_argument("--funding", help="funding-rate CSV (default: the bundled rates)")
     p.add_argument("--speed", type=_non_negative(float), default=1.0, help="x real time (default 1)")
     p.add_argument("--seed", type=_non_negative(int), default=1, help="seed of the simulated book and trades")
     p.add_argument("--account", type=_account, action="append", default=[], metavar="KEY:SECRET:BALANCE_XBT",
                    help="an account (repeatable); none = the demo account of configs/sim.yaml")
     p.add_argument("--paused", action="store_true", help="start with the market frozen (see POST /_control/feed)")
-    p.add_argument("--start", help="simulated start time, ISO-8601 or epoch seconds (default: the feed's)")
+    p.add_argument("--start", help="simulated start time, ISO-8601 or epoch seconds "
+                                   "(default: 3 days before the data's end)")
     p.add_argument("--l2-rate", type=_non_negative(float), help="orderBookL2 messages per second")
     p.add_argument("--rate-limit", type=_non_negative(int), default=DEFAULT_RATE_LIMIT,
                    help=f"REST requests per minute per key (default {DEFAULT_RATE_LIMIT}; 0 = unlimited)")
