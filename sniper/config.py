@@ -101,6 +101,7 @@ class TrendConfig:
 
     fast_period: int = _rule(1054, lo=2, hi=100_000)  # EMA of the closes
     slow_period: int = _rule(370, lo=2, hi=100_000)  # EMA of that EMA; long while it rises
+    # target = margin balance x price x leverage x (1 - taker fee x leverage); risk caps it
     leverage: float = _rule(5.0, positive=True, hi=100.0)
     style: str = _rule("passive", choices=STYLES)
 
@@ -128,12 +129,17 @@ class FundingConfig:
         (0.0030, 3, True), (0.0020, 4, True), (0.0015, 5, False), (0.0010, 6, False), (0.0005, 8, False)))
     negative: tuple[FundingBand, ...] = field(default=_bands(
         (0.0030, 3, True), (0.0020, 5, True), (0.0015, 7, False), (0.0010, 8, False), (0.0005, 10, False)))
-    leverage: float = _rule(3.0, positive=True, hi=100.0)
+    leverage: float = _rule(3.0, positive=True, hi=100.0)  # sized as in trend, at this leverage
     style: str = _rule("market", choices=STYLES)
     exit_after_minutes: int = _rule(1, lo=0, hi=60)  # minutes after settlement to exit or reverse
     reverse_minutes: int = _rule(15, lo=1, hi=240)  # how long the post-funding reversal is held
     stop_fraction: float = _rule(0.5, positive=True, hi=1.0)  # exit when the adverse move eats this
     # fraction of the distance from entry to the bankruptcy price
+
+
+# PyWavelets' orthogonal discrete families (pywt.wavelist(kind="discrete") holds them all)
+WAVELETS = ("haar", *(f"db{i}" for i in range(1, 21)), *(f"sym{i}" for i in range(2, 21)),
+            *(f"coif{i}" for i in range(1, 18)))
 
 
 @dataclass(frozen=True)
@@ -147,14 +153,18 @@ class MotifConfig:
     metric: str = _rule("dtw", choices=("ed", "dtw"))
     dtw_window: float = _rule(0.135, lo=0.0, hi=1.0)  # Sakoe-Chiba band, fraction of L
     exclusion: int = _rule(0, lo=0)  # 0 = the matcher's default, ceil(L/4)
-    forecast_ema: int = _rule(38, lo=1, hi=10_000)  # EMA period across bars of the forecast; 1 = none
+    # EMA period across bars of the forecast; 1 = none. A (re)start searches the last ~7 x period
+    # bars (the EMA truncated at weights of 1e-6), hence the bound
+    forecast_ema: int = _rule(38, lo=1, hi=240)
     threshold: float = _rule(0.002, positive=True, hi=1.0)  # |forecast| (relative move) that hands over
     agreement: float = _rule(0.75, lo=0.0, hi=1.0)  # share of neighbours on the forecast's side
-    leverage: float = _rule(3.0, positive=True, hi=100.0)
+    leverage: float = _rule(3.0, positive=True, hi=100.0)  # sized like trend, while in control
     style: str = _rule("passive", choices=STYLES)
-    wavelet: str | None = None  # e.g. db4 to smooth the closes with a DWT (PyWavelets); null = raw
-    wavelet_level: int = _rule(3, lo=1, hi=12)
-    wavelet_keep: int = _rule(1, lo=0, hi=12)  # detail levels kept above the approximation
+    # e.g. db4: match causally DWT-smoothed closes (each from the `window` closes ending at it,
+    # PyWavelets); null = raw closes
+    wavelet: str | None = _rule(None, choices=WAVELETS)
+    wavelet_level: int = _rule(3, lo=1, hi=12)  # at most what a DWT of `window` points allows
+    wavelet_keep: int = _rule(1, lo=0, hi=12)  # coarsest detail levels kept; >= level keeps all
 
 
 @dataclass(frozen=True)
