@@ -15,7 +15,8 @@ class Funding:
     """Settlement rates from the recorded history: the rate recorded at a settlement, else
     the latest earlier one, else `default_rate`. With `cycle=(origin, period)` the rates
     repeat every `period` seconds from `origin + period` on, as a looping replay repeats
-    its bars; recorded rates past that point are not used."""
+    its bars; recorded rates past that point are not used, and the repeated settlements
+    before `now` are history from the start, like the looped bars."""
 
     def __init__(self, symbol: str, history, now: float, default_rate: float | None = None,
                  cycle: tuple[float, float] | None = None) -> None:
@@ -29,6 +30,11 @@ class Funding:
         self._rates = [r for _, r in hist]
         self._rows = [funding_row(symbol, t, r) for t, r in hist]
         self.next = next_funding_time(now)  # the next settlement to run
+        if cycle is not None:
+            t = next_funding_time(cycle[0] + cycle[1] - 1)
+            while t < self.next:
+                self._record(t, self.rate_at(t))
+                t += FUNDING_INTERVAL_S
 
     def _index(self, t: float) -> tuple[int, bool]:
         """Where settlement `t` is or would go in the history, and whether it is recorded."""
@@ -49,14 +55,19 @@ class Funding:
         """Settle at `t`: its rate and funding row, now part of the history; the schedule
         moves on to the next settlement."""
         rate = self.rate_at(t)
+        row = self._record(t, rate)
+        self.next = t + FUNDING_INTERVAL_S
+        return rate, row
+
+    def _record(self, t: float, rate: float) -> dict:
+        """The settlement at `t` joins the history (unless recorded); its row."""
         row = funding_row(self.symbol, t, rate)
         i, recorded = self._index(t)
         if not recorded:
             self._times.insert(i, t)
             self._rates.insert(i, rate)
             self._rows.insert(i, row)
-        self.next = t + FUNDING_INTERVAL_S
-        return rate, row
+        return row
 
     def instrument_fields(self) -> dict:
         """The instrument's funding fields: the next settlement and its rate, and the rate after it."""
