@@ -1,22 +1,21 @@
-"""The supervisor: wires the parts together and keeps the process honest.
+"""The supervisor: builds the app, keeps it honest, and turns signals into a clean stop.
 
-Today it starts the exchange connection (the embedded simulator when the
-config says `sim`), the websocket thread that keeps the shared state, the
-health endpoint and systemd's watchdog, and logs what it sees; the strategy
-loop and executor join here as they are built. SIGTERM/SIGINT stop every
-part in reverse order and exit 0; an exchange that refuses the API key (401/403)
-stops the daemon with status 3, which systemd is told not to restart.
+The parts run on their own threads (websocket, strategy loop, executor; see app.py); this
+main thread checks every second that they are alive and the data fresh, restarts a dead
+strategy or executor thread (`App.repair`), pings systemd's watchdog only while healthy, and
+logs a status line every 10 s. SIGTERM/SIGINT stop the parts in reverse order (orders
+cancelled or kept as `execution.cancel_on_exit` says) and exit 0. An exchange that refuses
+the API key (401/403) stops the daemon with status 3, which systemd is told not to restart.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
 
-from sniper import __version__, log
-from sniper.clock import RealClock
+from sniper import __version__, health, log
+from sniper.app import App, Refused, StartError, build
 from sniper.config import Config
 from sniper.ws.state import configure_switch_interval
 
@@ -25,45 +24,12 @@ logger = logging.getLogger("sniper.daemon")
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 3  # 2 is the CLI's bad-usage/config status
 STATUS_EVERY_S = 10.0
 TICK_S = 1.0  # supervisor cadence: watchdog ping while healthy, status line every STATUS_EVERY_S
+STATUS_KEYS = ("ready", "best_bid", "best_ask", "position", "target", "open_orders", "active_logic", "data_age_s",
+               "reconnects", "messages_per_s", "executor")
 
 
-def _start_exchange(cfg: Config, stack: contextlib.ExitStack, creds) -> str:
-    """The HTTP base URL to trade on; starts the embedded simulator when configured."""
-    if not cfg.exchange.is_sim:
-        return cfg.exchange.rest_base()
-    from sniper.sim.server import SimServer
-
-    server = SimServer(
-        port=cfg.sim.port, data=cfg.sim.data, funding=cfg.sim.funding, speed=cfg.sim.speed, seed=cfg.sim.seed,
-        accounts=[(creds.key, creds.secret, cfg.sim.balance_xbt)],
-        maker_fee=cfg.sim.maker_fee, taker_fee=cfg.sim.taker_fee,
-    )
-    url = server.start()
-    stack.callback(server.stop)
-    logger.info("embedded simulator listening on %s (speed %.1fx, seed %d)", url, cfg.sim.speed, cfg.sim.seed)
-    return url
-
-
-class Refused(Exception):
-    """The exchange refused us for good (401/403): restarting cannot help, a person must act."""
-
-
-def _status(state, client) -> dict:
-    snap = state.snapshot(depth=1)
-    return {
-        "healthy": bool(snap.ready) and client.is_alive(),
-        "ready": bool(snap.ready),
-        "best_bid": snap.best_bid,
-        "best_ask": snap.best_ask,
-        "position": (snap.position or {}).get("currentQty", 0),
-        "open_orders": len(snap.orders),
-        "data_age_s": round(snap.data_age, 3),
-        "reconnects": snap.reconnects,
-        "messages": snap.seq,
-    }
-
-
-def run_daemon(cfg: Config, *, log_format: str | None = None, log_level: str | None = None) -> int:
+def run_daemon(cfg: Config, *, exchange_url: str | None = None, log_format: str | None = None,
+               log_level: str | None = None) -> int:
     log.setup(level=log_level or cfg.logging.level, fmt=log_format or cfg.logging.format,
               file=cfg.logging.file, max_bytes=cfg.logging.max_bytes, backups=cfg.logging.backups)
     configure_switch_interval()
@@ -76,46 +42,46 @@ def run_daemon(cfg: Config, *, log_format: str | None = None, log_level: str | N
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     logger.info("sniper %s starting: config %s, exchange %s, symbol %s, strategy %s",
-                __version__, cfg.source, cfg.exchange.base_url, cfg.exchange.symbol, cfg.strategy.name)
+                __version__, cfg.source, exchange_url or cfg.exchange.base_url, cfg.exchange.symbol,
+                cfg.strategy.name)
+    app = build(cfg, exchange_url=exchange_url)
     try:
-        with contextlib.ExitStack() as stack:
-            _supervise(cfg, stack, stop)
+        app.start()
+        signal.signal(signal.SIGUSR1, app.risk.on_signal)  # kill switch by hand: kill -USR1 <pid>
+        _supervise(app, stop)
     except Refused as exc:
         logger.error("stopping, the exchange refused us: %s (fix the API key, then start again)", exc)
+        app.stop(cancel_orders=False)
         return EXIT_REFUSED
-    except Exception:
-        logger.exception("fatal error, stopping")
+    except Exception as exc:
+        if isinstance(exc, StartError):
+            logger.error("stopping: %s", exc)
+        else:
+            logger.exception("fatal error, stopping")
+        app.stop()
         return EXIT_FAILED
+    health.sd_notify("STOPPING=1")
+    app.stop()
     logger.info("stopped cleanly")
     return EXIT_OK
 
 
-def _supervise(cfg: Config, stack: contextlib.ExitStack, stop: threading.Event) -> None:
-    from sniper import health
-    from sniper.ws.client import WsClient
-    from sniper.ws.state import State
-
-    clock = RealClock()
-    creds = cfg.api_credentials()
-    base_url = _start_exchange(cfg, stack, creds)
-    state = State(symbol=cfg.exchange.symbol, clock=clock)
-    client = WsClient(base_url.replace("http", "ws", 1) + "/realtime", state, symbol=cfg.exchange.symbol,
-                      credentials=creds, clock=clock)
-    client.start()
-    stack.callback(client.stop)
-    stack.callback(health.sd_notify, "STOPPING=1")
-    if cfg.metrics.port:
-        server = health.HealthServer(cfg.metrics.host, cfg.metrics.port, lambda: _status(state, client))
-        logger.info("health endpoint on %s/health", server.start())
-        stack.callback(server.stop)
+def _supervise(app: App, stop: threading.Event) -> None:
     health.sd_notify("READY=1")
     next_status = 0.0
     while not stop.wait(TICK_S):
-        if client.fatal:
-            raise Refused(client.fatal)
-        status = _status(state, client)
+        if app.ws.fatal:
+            raise Refused(app.ws.fatal)
+        app.repair()
+        status = app.health()
         if status["healthy"]:
             health.sd_notify("WATCHDOG=1")
-        if clock.monotonic() >= next_status:
-            logger.info("status %s", " ".join(f"{k}={v}" for k, v in status.items()))
-            next_status = clock.monotonic() + STATUS_EVERY_S
+        if app.clock.monotonic() >= next_status:
+            logger.info("status %s", " ".join(f"{k}={_brief(status.get(k))}" for k in STATUS_KEYS))
+            next_status = app.clock.monotonic() + STATUS_EVERY_S
+
+
+def _brief(value) -> str:
+    if isinstance(value, dict):
+        return f"{value.get('qty')}/{value.get('style')}"
+    return str(value)

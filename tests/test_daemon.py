@@ -20,11 +20,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def sim_config_text(tmp_path) -> str:
+    """configs/sim.yaml with its working files in tmp_path."""
+    text = (ROOT / "configs" / "sim.yaml").read_text()
+    for name in ("journal", "history"):
+        assert f"var/{name}.sqlite" in text
+        text = text.replace(f"var/{name}.sqlite", str(tmp_path / f"{name}.sqlite"))
+    return text.replace("var/KILL", str(tmp_path / "KILL"))
+
+
 def test_daemon_on_sim_serves_health_and_stops_on_sigterm(tmp_path):
     port = free_port()
     cfg = tmp_path / "sim.yaml"
-    text = (ROOT / "configs" / "sim.yaml").read_text()
-    text = text.replace("  port: 0                        # 0 = disabled; e.g. 9108 serves /health and /metrics",
+    text = sim_config_text(tmp_path)
+    text = text.replace("  port: 9108                     # 0 = any free port (the URL is logged at start)",
                         f"  port: {port}")
     text = text.replace("format: text ", "format: json ")
     assert f"port: {port}" in text
@@ -60,7 +69,7 @@ def test_daemon_on_sim_serves_health_and_stops_on_sigterm(tmp_path):
 
 def test_refused_api_key_stops_the_daemon_with_status_3(tmp_path, sim_server):
     cfg = tmp_path / "remote.yaml"
-    text = (ROOT / "configs" / "sim.yaml").read_text()
+    text = sim_config_text(tmp_path)
     for line in ("  base_url: sim", "  api_key: sim-demo-key", "  api_secret: sim-demo-secret-0123456789"):
         assert line in text
     text = text.replace("  base_url: sim", f"  base_url: {sim_server.url}")

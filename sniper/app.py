@@ -1,0 +1,263 @@
+"""The one composition root: a config in, every part of a running daemon out.
+
+`build(cfg)` wires the exchange (the embedded simulator when `exchange.base_url: sim`), the
+websocket state, the REST client, the journal, the risk gate, the executor, the bar store and
+live bars, the strategy and its loop, and the health/metrics endpoint. The daemon, the
+integration tests, the crash-restart test and the benchmarks all build through here, so what
+they exercise is what production runs.
+
+`start(strategy=False)` runs the order stack alone (a caller sets targets on the executor):
+that is how order tests and the crash driver use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from sniper import config as config_mod
+from sniper.auth import Credentials
+from sniper.clock import OffsetClock, RealClock
+from sniper.config import Config
+from sniper.model import SATOSHI, iso, parse_time
+
+logger = logging.getLogger("sniper.app")
+
+READY_TIMEOUT_S = 30.0
+MAX_RESTARTS = 5  # per thread; beyond that the supervisor gives up and the process exits non-zero
+
+
+class StartError(Exception):
+    """A part could not start (exchange unreachable, data never complete)."""
+
+
+class App:
+    """Every part of one daemon. Attributes are None until `start` creates them."""
+
+    def __init__(self, cfg: Config, *, clock=None, exchange_url: str | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or RealClock()
+        self.exchange_url = exchange_url
+        self.creds: Credentials | None = config_mod.resolve_for_url(cfg, exchange_url)
+        self.sim = None
+        self.url: str | None = None
+        self.market_clock = None
+        self.state = self.ws = self.rest = None
+        self.journal = self.risk = self.venue = self.executor = None
+        self.store = self.bars = self.strategy = self.loop = None
+        self.metrics = self.health_server = None
+        self.restarts: dict[str, int] = {}
+        self._stack = contextlib.ExitStack()
+        self._messages = (0, time.monotonic(), 0.0)  # (seq, when, rate) for messages/s
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, *, strategy: bool = True, serve: bool = True) -> App:
+        """Start every part, in dependency order; on failure whatever started is stopped."""
+        try:
+            self._start_exchange()
+            self._start_market_data()
+            self._start_orders()
+            if strategy:
+                self._start_strategy()
+            if serve and self.cfg.metrics.enabled:
+                self._start_health()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def stop(self, cancel_orders: bool | None = None) -> None:
+        """Stop in reverse order: loop, executor (cancelling our orders if asked, else as the
+        config says), websocket, journal, simulator."""
+        if self.loop is not None:
+            self.loop.stop()
+        if self.executor is not None:
+            self.executor.stop(cancel=cancel_orders)
+        self._stack.close()
+
+    def _start_exchange(self) -> None:
+        cfg = self.cfg
+        if self.exchange_url:
+            self.url = self.exchange_url.rstrip("/")
+        elif cfg.exchange.is_sim:
+            from sniper.sim.server import SimServer
+
+            s = cfg.sim
+            self.sim = SimServer(port=s.port, data=s.data, funding=s.funding, speed=s.speed, seed=s.seed,
+                                 start=s.start, accounts=[(self.creds.key, self.creds.secret, s.balance_xbt)],
+                                 maker_fee=s.maker_fee, taker_fee=s.taker_fee)
+            self.url = self.sim.start()
+            self._stack.callback(self.sim.stop)
+            logger.info("embedded simulator listening on %s (speed %.1fx, seed %d, replay from %s)", self.url,
+                        s.speed, s.seed, iso(self.sim.sim.clock.now()))
+        else:
+            self.url = cfg.exchange.rest_base()
+        from sniper.rest import RestClient
+
+        self.rest = RestClient(self.url, self.creds, self.clock, symbol=cfg.exchange.symbol)
+
+    def _start_market_data(self) -> None:
+        from sniper.ws.client import WsClient
+        from sniper.ws.state import State
+
+        symbol = self.cfg.exchange.symbol
+        self.state = State(symbol=symbol, clock=self.clock)
+        ws_url = "ws" + self.url[len("http"):] + "/realtime"
+        self.ws = WsClient(ws_url, self.state, symbol=symbol, credentials=self.creds, clock=self.clock,
+                           **self.cfg.websocket.client_options())
+        self.ws.start()
+        self._stack.callback(self.ws.stop)
+        if not self.ws.wait_ready(READY_TIMEOUT_S):
+            if self.ws.fatal:
+                raise Refused(self.ws.fatal)
+            raise StartError(f"market data not complete after {READY_TIMEOUT_S:.0f} s: "
+                             f"{self.state.snapshot(depth=0).reason}")
+        if self.sim is not None:
+            self.market_clock = self.sim.sim.clock  # the embedded exchange's own clock
+        else:
+            self.market_clock = OffsetClock()
+            self.observe_exchange_time()
+
+    def observe_exchange_time(self) -> None:
+        """Move the market clock up to the exchange's latest timestamp (instrument, trade)."""
+        if not isinstance(self.market_clock, OffsetClock):
+            return
+        snap = self.state.snapshot(depth=0)
+        for row in (snap.instrument, snap.last_trade):
+            t = parse_time((row or {}).get("timestamp"))
+            if t is not None:
+                self.market_clock.observe(t)
+
+    def _start_orders(self) -> None:
+        from sniper.journal import Journal
+        from sniper.orders.bitmex import BitmexVenue
+        from sniper.orders.executor import Executor
+        from sniper.risk import RiskGate
+
+        cfg = self.cfg
+        Path(cfg.paths.journal).parent.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(cfg.paths.journal, self.clock)
+        self._stack.callback(self.journal.close)
+        self.risk = RiskGate(cfg.risk, self.clock, store=self.journal)
+        self.venue = BitmexVenue(self.rest, self.state, self.clock,
+                                 confirm_timeout_s=cfg.execution.confirm_timeout_s)
+        self.executor = Executor(self.venue, self.journal, self.risk, self.clock, cfg.execution)
+        self.executor.start()
+        self._stack.callback(self.executor.stop, False)  # idempotent; stop() cancels as asked first
+
+    def _start_strategy(self) -> None:
+        from sniper import strategies
+        from sniper.bars import LiveBars
+        from sniper.history import Store
+        from sniper.loop import StrategyLoop
+
+        cfg = self.cfg
+        Path(cfg.paths.history).parent.mkdir(parents=True, exist_ok=True)
+        self.store = Store(cfg.paths.history)
+        self._stack.callback(self.store.close)
+        self.bars = LiveBars(self.store, self.rest, self.state, self.market_clock, symbol=cfg.exchange.symbol,
+                             lookback=cfg.strategy.lookback_minutes)
+        added = self.bars.backfill()
+        bars = self.bars.bars
+        if len(bars):
+            logger.info("history loaded: %d bars from %s to %s (%d fetched from the exchange), %d funding rows",
+                        len(bars), iso(int(bars["time"][0])), iso(int(bars["time"][-1]) + 60), added,
+                        len(self.bars.funding_history[0]))
+        maker, taker = self._fees()
+        self.strategy = strategies.build(cfg.strategy, taker_fee=taker,
+                                         min_liquidation_distance=cfg.risk.min_liquidation_distance)
+        logger.info("strategy %s: needs %d bars of warm-up; fees maker %.4f %% taker %.4f %%",
+                    cfg.strategy.name, self.strategy.warmup, maker * 100, taker * 100)
+        self.loop = StrategyLoop(self.strategy, self.bars, self.state, self.executor, self.risk,
+                                 self.market_clock, taker_fee=taker, maker_fee=maker,
+                                 on_wake=self.observe_exchange_time)
+        self.loop.start()
+
+    def _fees(self) -> tuple[float, float]:
+        """The instrument's maker and taker fees (BitMEX publishes them on the instrument)."""
+        inst = self.state.snapshot(depth=0).instrument or {}
+        maker, taker = inst.get("makerFee"), inst.get("takerFee")
+        if maker is None or taker is None:
+            return self.cfg.sim.maker_fee, self.cfg.sim.taker_fee
+        return float(maker), float(taker)
+
+    def _start_health(self) -> None:
+        from sniper import health
+        from sniper.metrics import Metrics
+
+        self.metrics = Metrics(self.health)
+        self.health_server = health.HealthServer(self.cfg.metrics.host, self.cfg.metrics.port, self.health,
+                                                 self.metrics.render)
+        logger.info("health on %s/health, Prometheus metrics on %s/metrics", self.health_server.start(),
+                    self.health_server.url)
+        self._stack.callback(self.health_server.stop)
+
+    # ------------------------------------------------------------------ supervision
+    def threads(self) -> dict[str, bool]:
+        parts = {"websocket": self.ws, "executor": self.executor, "strategy": self.loop}
+        return {name: part.is_alive() for name, part in parts.items() if part is not None}
+
+    def repair(self) -> list[str]:
+        """Restart a dead strategy or executor thread. Raises StartError once one has died more
+        than MAX_RESTARTS times: then a person must look, and systemd restarts the process."""
+        repaired = []
+        for name, part in (("executor", self.executor), ("strategy", self.loop)):
+            if part is None or part.is_alive():
+                continue
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            if self.restarts[name] > MAX_RESTARTS:
+                raise StartError(f"the {name} thread died {self.restarts[name]} times")
+            logger.error("the %s thread died: restarting it (%d of %d)", name, self.restarts[name], MAX_RESTARTS)
+            part.start()
+            repaired.append(name)
+        return repaired
+
+    def health(self) -> dict:
+        snap = self.state.snapshot(depth=1)
+        pos = snap.position or {}
+        margin = snap.margin or {}
+        threads = self.threads()
+        seq, when, rate = self._messages
+        now = time.monotonic()
+        if now - when >= 1.0:
+            rate = (snap.seq - seq) / (now - when)
+            self._messages = (snap.seq, now, rate)
+        target = self.executor.target if self.executor is not None else None
+        status = {
+            "healthy": bool(snap.ready) and all(threads.values()),
+            "ready": bool(snap.ready),
+            "reason": snap.reason,
+            "best_bid": snap.best_bid,
+            "best_ask": snap.best_ask,
+            "position": int(pos.get("currentQty") or 0),
+            "target": None if target is None else {"qty": target.qty, "style": target.style,
+                                                   "reason": target.reason},
+            "open_orders": len(snap.orders),
+            "unrealised_pnl_xbt": (pos.get("unrealisedPnl") or 0) / SATOSHI,
+            "margin_balance_xbt": (margin.get("marginBalance") or 0) / SATOSHI,
+            "data_age_s": round(snap.data_age, 3),
+            "table_age_s": self.state.table_ages() if hasattr(self.state, "table_ages") else {},
+            "book_levels": {"Buy": len(snap.bids), "Sell": len(snap.asks)} if snap.ready else {},
+            "reconnects": snap.reconnects,
+            "messages": snap.seq,
+            "messages_per_s": round(rate, 1),
+            "executor": getattr(self.executor, "last_status", None),
+            "threads": threads,
+            "restarts": dict(self.restarts),
+        }
+        if self.market_clock is not None:
+            status["market_time"] = iso(self.market_clock.now())
+        if self.loop is not None:
+            status.update(self.loop.status())
+        return status
+
+
+class Refused(Exception):
+    """The exchange refused us for good (401/403): restarting cannot help, a person must act."""
+
+
+def build(cfg: Config, *, clock=None, exchange_url: str | None = None) -> App:
+    """The daemon for `cfg`, not yet started."""
+    return App(cfg, clock=clock, exchange_url=exchange_url)
