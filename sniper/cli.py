@@ -54,12 +54,11 @@ def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
 
 # Each research/tool command lives with the code it drives: the module's `add_cli(sub)` adds its
 # subparser(s) and sets `handler` (a function of the parsed args returning the exit status).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("sniper.history", "sniper.features", "sniper.backtest.study", "sniper.backtest.report")
 PLANNED = (
     ("history", "sync and inspect the 1-minute OHLCV and funding store"),
     ("backtest", "run a strategy over history against the simulated exchange"),
     ("train", "search strategy hyperparameters"),
-    ("report", "render figures and an HTML report of a run"),
 )
 
 
