@@ -181,15 +181,8 @@ class Exchange:
 
     def _book_messages(self) -> list:
         """The orderBookL2 delete/update/insert messages for the levels changed since the last flush."""
-        ts = self._ts()
-        groups = {"delete": [], "update": [], "insert": []}
-        for side, price, before, after in self.book.changes():
-            if after == 0:
-                groups["delete"].append(rows.level_row(self.symbol, side, price))
-            else:
-                groups["insert" if before == 0 else "update"].append(
-                    rows.level_row(self.symbol, side, price, after, ts))
-        return [("orderBookL2", a, queued, None) for a, queued in groups.items() if queued]
+        delta = self.book.delta(self.symbol, self._ts())
+        return [("orderBookL2", action, queued, None) for action, queued in delta.items() if queued]
 
     def _touch_fields(self) -> dict:
         """The instrument's bidPrice/askPrice/midPrice (None for an empty side)."""

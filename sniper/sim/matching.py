@@ -237,16 +237,22 @@ class Book:
         return [(side, tick * self.tick_size, self.levels[side][tick].size)
                 for side, ticks in ((SELL, asks), (BUY, bids)) for tick in reversed(ticks)]
 
-    def changes(self) -> list[tuple[str, float, int, int]]:
-        """(side, price, size before, size after) of each level changed since the last call."""
-        out = []
+    def delta(self, symbol: str, ts: str) -> dict[str, list[dict]]:
+        """orderBookL2 rows by action (delete, update, insert) for the levels whose size
+        changed since the last call."""
+        groups: dict[str, list[dict]] = {"delete": [], "update": [], "insert": []}
         for (side, tick), before in self.dirty.items():
             level = self.levels[side].get(tick)
             after = level.size if level is not None else 0
-            if after != before:
-                out.append((side, tick * self.tick_size, before, after))
+            if after == before:
+                continue
+            if after == 0:
+                groups["delete"].append(rows.level_row(symbol, side, tick * self.tick_size))
+            else:
+                groups["insert" if before == 0 else "update"].append(
+                    rows.level_row(symbol, side, tick * self.tick_size, after, ts))
         self.dirty = {}
-        return out
+        return groups
 
 
 class Matching:
@@ -282,7 +288,7 @@ class Matching:
     def set_market_tick(self, side: str, tick: int, size: int) -> None:
         book = self.book
         opp = other_side(side)
-        if size > 0 and book.crosses_book(side, tick):
+        if size > 0 and book.crosses(side, tick, book.best_tick(opp)):
             # The market moved through: its stale opposite quotes vanish, and
             # account orders in the way are filled by the incoming liquidity.
             for t in book.crossed_ticks(side, tick):
