@@ -54,15 +54,22 @@ def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
 
 # Each research/tool command lives with the code it drives: the module's `add_cli(sub)` adds its
 # subparser(s) and sets `handler` (a function of the parsed args returning the exit status).
-COMMAND_MODULES: tuple[str, ...] = ("sniper.history", "sniper.features", "sniper.backtest.study", "sniper.backtest.report")
+# Only the module of the command being run is imported: the daemon never loads the plotting
+# and TA-Lib stacks it does not use (memory on a 1 GiB machine, start-up time).
+COMMAND_MODULES: dict[str, str] = {
+    "history": "sniper.history",
+    "features": "sniper.features",
+    "study": "sniper.backtest.study",
+    "report": "sniper.backtest.report",
+}
 PLANNED = (
-    ("history", "sync and inspect the 1-minute OHLCV and funding store"),
     ("backtest", "run a strategy over history against the simulated exchange"),
     ("train", "search strategy hyperparameters"),
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `command` (the first argument) only that command's module is imported."""
     parser = _Parser(prog="sniper", description="BitMEX XBTUSD trading daemon, simulator and research tools.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -78,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help; `main` hands `sim` and its arguments to the simulator before parsing.
     sub.add_parser("sim", help="run the BitMEX-compatible exchange simulator (sniper sim --help)", add_help=False)
 
-    for module in COMMAND_MODULES:
+    wanted = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else \
+        [] if command in sub.choices else list(dict.fromkeys(COMMAND_MODULES.values()))
+    for module in wanted:
         importlib.import_module(module).add_cli(sub)
     for name, text in PLANNED:
         if name not in sub.choices:
@@ -92,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["sim"]:
         return _cmd_sim(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     return args.handler(args)
 
 
