@@ -217,6 +217,10 @@ def test_bucketed_paging_and_errors(sim):
     assert call(sim, "GET", "/api/v1/trade/bucketed?binSize=3m", expect=400)["error"]["name"] == "ValidationError"
     assert call(sim, "GET", "/api/v1/trade/bucketed?binSize=1m&count=1001", expect=400)["error"]["name"] == (
         "ValidationError")
+    for query, name in (("trade/bucketed?binSize=1m&startTime=garbage", "startTime"), ("trade?endTime=soon", "endTime"),
+                        ("funding?startTime=x", "startTime")):  # a 400 body, not the framework's 500 page
+        assert call(sim, "GET", f"/api/v1/{query}", expect=400)["error"] == {"message": f"Invalid {name}",
+                                                                            "name": "ValidationError"}
 
 
 def test_rate_limit_headers_and_429(sim_factory):

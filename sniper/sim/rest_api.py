@@ -32,6 +32,7 @@ _INTS = frozenset({"orderQty", "displayQty", "leavesQty", "count", "start", "dep
 _FLOATS = frozenset({"price", "stopPx", "pegOffsetValue", "simpleOrderQty", "simpleLeavesQty", "leverage",
                      "timeout"})
 _BOOLS = frozenset({"reverse", "partial", "enabled"})
+_TIMES = frozenset({"startTime", "endTime"})
 _JSON = frozenset({"filter", "columns"})
 ORDER_FIELDS = ("symbol", "side", "orderQty", "price", "displayQty", "stopPx", "clOrdID", "clOrdLinkID",
                 "pegOffsetValue", "pegPriceType", "ordType", "timeInForce", "execInst", "contingencyType", "text")
@@ -91,6 +92,13 @@ def _to_bool(name: str, value) -> bool:
     raise _invalid(name)
 
 
+def _to_time(name: str, value) -> float | None:
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise _invalid(name) from None
+
+
 def _to_json(name: str, value):
     if not isinstance(value, str):
         return value
@@ -112,6 +120,8 @@ def coerce(params: dict) -> dict:
             out[name] = _to_float(name, value)
         elif name in _BOOLS:
             out[name] = _to_bool(name, value)
+        elif name in _TIMES:
+            out[name] = _to_time(name, value)
         elif name == "columns" and isinstance(value, str) and not value.lstrip().startswith("["):
             out[name] = [c.strip() for c in value.split(",") if c.strip()]  # lenient: "a,b" as well as '["a","b"]'
         elif name in _JSON:
