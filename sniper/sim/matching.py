@@ -2,12 +2,13 @@
 account orders, price-time matching, the tape of trades it prints, and each account
 order's life from entry through fills and amends to its end.
 
-`Matching` owns the book and the tape and works on `accounts.Account` objects; what it
-changes reaches the outside through three callables it is given: `emit(table, action,
-row, account_key)` queues a row for subscribers, `touched(account)` marks an account
-whose position, margin or wallet rows must be sent, `new_id()` draws orderIDs, execIDs
-and trdMatchIDs. `now()` is the exchange's time. Margin checks are not its business:
-the exchange makes them between `new_order` and `enter`, and around `amend`.
+`Matching` owns the book and the tape and works on `accounts.Account` objects. It is
+given four callables: `now()` (the exchange's time), `new_id()` (orderIDs, execIDs,
+trdMatchIDs), and the two through which its changes reach subscribers,
+`emit(table, action, row, account_key)`, which queues a row, and `touched(account)`,
+which marks an account whose position, margin and wallet rows must be sent. Margin
+checks are not its business: the exchange makes them between `amend_request` and
+`amend`, and between `new_order` and `enter`.
 """
 
 from __future__ import annotations
