@@ -35,6 +35,7 @@ from urllib.parse import quote, urlencode
 import requests
 
 from sniper import auth
+from sniper.model import iso
 
 logger = logging.getLogger(__name__)
 
@@ -326,6 +327,25 @@ class RestClient:
     def instrument(self) -> dict | None:
         rows = self.request("GET", "/instrument", params={"symbol": self.symbol})
         return rows[0] if rows else None
+
+    def trade_bucketed(self, *, bin_size: str = "1m", start_time: float | None = None,
+                       end_time: float | None = None, count: int = 1000, reverse: bool = False) -> list[dict]:
+        """GET /trade/bucketed: completed OHLCV buckets, each stamped with its END time, with
+        start_time <= timestamp <= end_time (epoch seconds); at most 1,000 a request."""
+        return self.request("GET", "/trade/bucketed", params={
+            "binSize": bin_size, "symbol": self.symbol, "count": count, "reverse": reverse,
+            "startTime": _iso_or_none(start_time), "endTime": _iso_or_none(end_time)})
+
+    def funding(self, *, start_time: float | None = None, end_time: float | None = None, count: int = 500,
+                reverse: bool = False) -> list[dict]:
+        """GET /funding: settled funding rows (timestamp = settlement) within [start_time, end_time]."""
+        return self.request("GET", "/funding", params={
+            "symbol": self.symbol, "count": count, "reverse": reverse,
+            "startTime": _iso_or_none(start_time), "endTime": _iso_or_none(end_time)})
+
+
+def _iso_or_none(t: float | None) -> str | None:
+    return None if t is None else iso(t)
 
 
 def _q(value) -> str:
