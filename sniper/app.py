@@ -117,18 +117,24 @@ class App:
         if self.sim is not None:
             self.market_clock = self.sim.sim.clock  # the embedded exchange's own clock
         else:
-            self.market_clock = OffsetClock()
-            self.observe_exchange_time()
+            # set from the exchange's first timestamps, in either direction: a simulator replaying
+            # 2018 is years behind ours, and `observe` only ever moves the clock forward
+            exchange_time = self._exchange_time()
+            self.market_clock = OffsetClock(0.0 if exchange_time is None else exchange_time - time.time())
+
+    def _exchange_time(self) -> float | None:
+        """The exchange's latest timestamp in the live view (instrument, trade), if any."""
+        snap = self.state.snapshot(depth=0)
+        times = [parse_time((row or {}).get("timestamp")) for row in (snap.instrument, snap.last_trade)]
+        return max((t for t in times if t is not None), default=None)
 
     def observe_exchange_time(self) -> None:
         """Move the market clock up to the exchange's latest timestamp (instrument, trade)."""
         if not isinstance(self.market_clock, OffsetClock):
             return
-        snap = self.state.snapshot(depth=0)
-        for row in (snap.instrument, snap.last_trade):
-            t = parse_time((row or {}).get("timestamp"))
-            if t is not None:
-                self.market_clock.observe(t)
+        exchange_time = self._exchange_time()
+        if exchange_time is not None:
+            self.market_clock.observe(exchange_time)
 
     def _start_orders(self) -> None:
         from sniper.journal import Journal
@@ -152,12 +158,15 @@ class App:
         from sniper.bars import LiveBars
         from sniper.history import Store
         from sniper.loop import StrategyLoop
+        from sniper.rest import RestClient
 
         cfg = self.cfg
         Path(cfg.paths.history).parent.mkdir(parents=True, exist_ok=True)
         self.store = Store(cfg.paths.history)
         self._stack.callback(self.store.close)
-        self.bars = LiveBars(self.store, self.rest, self.state, self.market_clock, symbol=cfg.exchange.symbol,
+        # its own REST client: a RestClient is not shared between threads (the executor's is busy)
+        bars_rest = RestClient(self.url, self.creds, self.clock, symbol=cfg.exchange.symbol)
+        self.bars = LiveBars(self.store, bars_rest, self.state, self.market_clock, symbol=cfg.exchange.symbol,
                              lookback=cfg.strategy.lookback_minutes)
         added = self.bars.backfill()
         bars = self.bars.bars

@@ -167,7 +167,7 @@ class LiveBars:
         added. Exchange errors propagate: the daemon does not start on history it could not
         bring up to date."""
         now = self.clock.now()
-        self._load()
+        self._load(now)
         added = self._catch_up(now)
         self._sync_funding()
         self._read_trades(now)
@@ -179,7 +179,7 @@ class LiveBars:
     def update(self, now: float) -> list[int]:
         """Bring the window up to the last minute closed at market time `now`; returns the open
         times of the bars new since the last call (provisional ones included, once)."""
-        self._load()
+        self._load(now)
         self._read_trades(now)
         last_closed = int(now // MINUTE) * MINUTE - MINUTE
         newest_confirmed = self._newest(confirmed=True)
@@ -205,10 +205,13 @@ class LiveBars:
         return [int(t) for t in times[start:]]
 
     # ---- the window ------------------------------------------------------------------------------
-    def _load(self) -> None:
+    def _load(self, now: float) -> None:
+        """The window from the store, up to the last minute closed at `now`: a store written by
+        an earlier run of a replayed market (the simulator restarts its replay) may hold bars
+        after now, and a strategy must never see them."""
         if self._loaded:
             return
-        stored = self.store.bars(last=self.lookback)
+        stored = self.store.bars(end=int(now // MINUTE) * MINUTE, last=self.lookback)
         self._buf = np.empty(len(stored) + HEADROOM, dtype=BAR_DTYPE)
         self._buf[:len(stored)] = stored
         self._n = self._confirmed = len(stored)

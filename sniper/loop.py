@@ -21,7 +21,8 @@ from sniper.strategies.base import Account, Decision, Funding
 
 logger = logging.getLogger("sniper.loop")
 
-WAKE_S = 0.2  # longest real-time sleep between looks at the market clock
+WAKE_S = 0.2  # longest real-time sleep between looks at the market clock (at 1x)
+MIN_WAKE_S = 0.005  # ... and its floor when the market clock runs faster (an accelerated simulator)
 CLOSE_GRACE_S = 1.0  # market seconds after a minute ends before its bar is asked for
 
 
@@ -48,6 +49,8 @@ class StrategyLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # a clock running at 100x must be looked at 100x as often, or minutes go by unseen
+        self._wake = max(MIN_WAKE_S, WAKE_S / max(1.0, float(getattr(market_clock, "speed", 1.0) or 1.0)))
 
     # ------------------------------------------------------------------ thread
     def start(self) -> None:
@@ -87,7 +90,7 @@ class StrategyLoop:
                 # a bug in one decision must show, and must not leave the daemon without a loop
                 logger.exception("strategy step failed; trying again at the next wake")
                 next_bar = self._next_close()
-            private = self.state.wait_private(private, WAKE_S)
+            private = self.state.wait_private(private, self._wake)
 
     def _position(self) -> int:
         return int((self.state.snapshot(depth=0).position or {}).get("currentQty") or 0)

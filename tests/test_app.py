@@ -1,0 +1,169 @@
+"""The daemon's composition root end to end: `sniper.app.build(cfg)` on the embedded simulator,
+with the strategy loop, the executor and the health endpoint as production runs them."""
+
+import dataclasses
+import gzip
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sniper import app as app_mod
+from sniper import config
+from sniper.history import Store, load_bars_csv
+from sniper.model import parse_time
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_FUNDING = ROOT / "sniper" / "data" / "xbtusd_funding_20180819_20181122.csv.gz"
+BUNDLED_BARS = ROOT / "sniper" / "data" / "xbtusd_1m_20180820_20181122.csv.gz"
+FAST_EXECUTION = {"cycle_seconds": 0.05, "confirm_timeout_s": 2.0}
+
+
+def sim_config(tmp_path, *, strategy="funding", speed=120.0, start=None, funding=None, **strategy_keys):
+    cfg = config.load(ROOT / "configs" / "sim.yaml")
+    return dataclasses.replace(
+        cfg,
+        sim=dataclasses.replace(cfg.sim, speed=speed, start=start, funding=funding),
+        strategy=dataclasses.replace(cfg.strategy, name=strategy, lookback_minutes=1440, **strategy_keys),
+        risk=dataclasses.replace(cfg.risk, kill_switch_file=str(tmp_path / "KILL")),
+        execution=dataclasses.replace(cfg.execution, **FAST_EXECUTION),
+        paths=dataclasses.replace(cfg.paths, journal=str(tmp_path / "journal.sqlite"),
+                                  history=str(tmp_path / "history.sqlite")),
+        metrics=dataclasses.replace(cfg.metrics, port=0),
+    )
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def started():
+    apps = []
+
+    def start(cfg, **kwargs):
+        app = app_mod.build(cfg).start(**kwargs)
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        app.stop(cancel_orders=True)
+
+
+def funding_file(tmp_path, settlement: str, rate: float) -> str:
+    """The bundled funding rates with one settlement's rate replaced."""
+    lines = gzip.open(BUNDLED_FUNDING, "rt").read().splitlines()
+    t = int(parse_time(settlement))
+    out = [lines[0]] + [f"{t},{rate}" if line.split(",")[0] == str(t) else line for line in lines[1:]]
+    assert out != lines, f"no settlement at {settlement} in the bundled rates"
+    path = tmp_path / "funding.csv"
+    path.write_text("\n".join(out) + "\n")
+    return str(path)
+
+
+def compact(values):
+    return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+
+
+def test_a_funding_cycle_on_an_accelerated_simulator(tmp_path, started):
+    """+0.25 % is in the 0.20 % band (enter 4 min before, reversal on). Under the motif switch
+    the funding logic takes control at its minute and goes short (shorts receive), the wallet
+    receives the payment at settlement, it reverses long after it, and when the reversal ends
+    control goes back to the long-term logic."""
+    settlement = parse_time("2018-11-19T12:00:00Z")
+    cfg = sim_config(tmp_path, strategy="motif", start="2018-11-19T11:45:00Z",
+                     funding=funding_file(tmp_path, "2018-11-19T12:00:00Z", 0.0025))
+    fcfg = cfg.strategy.funding
+    band = next(b for b in fcfg.positive if b.above < 0.0025)
+    app = started(cfg)
+    seen = []  # (market time, position, active logic), on every change
+
+    def record():
+        h = app.health()
+        row = (h["position"], h.get("active_logic"))
+        if not seen or seen[-1][1:] != row:
+            seen.append((app.market_clock.now(), *row))
+        return app.market_clock.now() > settlement + 60 * (fcfg.exit_after_minutes + fcfg.reverse_minutes + 2)
+
+    wait_for(record, 90, "the end of the reversal")
+    logics = compact([logic for _, _, logic in seen if logic])
+    assert logics == ["trend", "funding", "trend"], seen
+    in_funding = [(t, p) for t, p, logic in seen if logic == "funding"]
+    took_over = in_funding[0][0]
+    assert settlement - band.enter_minutes * 60 <= took_over < settlement - (band.enter_minutes - 1) * 60, seen
+    # a move across zero is two orders (reduce-only to flat, then open): the instant of flat
+    # between them is not a position the strategy asked for
+    signs = compact([int(np.sign(p)) for _, p in in_funding if p])
+    assert signs == [-1, 1], seen
+    long_at = next(t for t, p in in_funding if p > 0)
+    assert settlement < long_at < settlement + 60 * (fcfg.exit_after_minutes + 1), seen
+    gave_back = next(t for t, _, logic in seen if t > took_over and logic == "trend")
+    assert gave_back >= settlement + 60 * (fcfg.exit_after_minutes + fcfg.reverse_minutes), seen
+    funding = [r for r in app.state.executions_since(0) if r.get("execType") == "Funding"]
+    assert len(funding) == 1 and funding[0]["execComm"] < 0, funding  # negative: received
+    assert funding[0]["lastQty"] < 0  # while short
+
+
+def test_health_and_prometheus_metrics(tmp_path, started):
+    app = started(sim_config(tmp_path, strategy="trend", speed=60.0))
+    wait_for(lambda: app.health().get("last_decision_ts"), 30, "a first decision")
+    with urllib.request.urlopen(app.health_server.url + "/health", timeout=5) as resp:
+        health = json.loads(resp.read())
+    assert health["healthy"] and health["active_logic"] == "trend" and health["reason"]
+    assert set(health["threads"]) == {"websocket", "executor", "strategy"} and all(health["threads"].values())
+    with urllib.request.urlopen(app.health_server.url + "/metrics", timeout=5) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+    for name in ("sniper_ws_messages", "sniper_data_age_seconds", "sniper_book_levels", "sniper_ws_reconnects",
+                 "sniper_orders", "sniper_order_roundtrip_seconds", "sniper_position_contracts",
+                 "sniper_target_contracts", "sniper_unrealised_pnl_xbt", "sniper_active_logic",
+                 "sniper_last_decision_timestamp_seconds", "sniper_thread_alive"):
+        assert name in families, name
+    logic = {s.labels["logic"]: s.value for s in families["sniper_active_logic"].samples}
+    assert logic == {"trend": 1.0}
+    assert families["sniper_book_levels"].samples and all(s.value > 0 for s in families["sniper_book_levels"].samples)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the deaths are the point
+def test_a_dead_strategy_or_executor_thread_is_restarted(tmp_path, started, monkeypatch):
+    app = started(sim_config(tmp_path, strategy="flat", speed=60.0))
+    for part in (app.loop, app.executor):
+        original = part.step if part is app.executor else app.strategy.decide
+        target = app.executor if part is app.executor else app.strategy
+        attr = "step" if part is app.executor else "decide"
+
+        def dies(*args, _original=original, _target=target, _attr=attr, **kwargs):
+            setattr(_target, _attr, _original)  # one death only
+            raise SystemExit("simulated thread death")
+
+        monkeypatch.setattr(target, attr, dies)
+        wait_for(lambda p=part: not p.is_alive(), 30, f"the {attr} thread to die")
+        assert app.health()["healthy"] is False
+        assert app.repair() == ["executor" if part is app.executor else "strategy"]
+        wait_for(lambda p=part: p.is_alive(), 5, "the restart")
+    assert app.restarts == {"executor": 1, "strategy": 1}
+    wait_for(lambda: app.health()["healthy"], 10, "health after the restarts")
+
+
+def test_a_store_written_past_the_replays_now_is_not_seen(tmp_path, started):
+    """A previous run of the replayed market left bars after this run's start in the store:
+    the strategy's window ends at the last minute closed now, never later."""
+    bars = load_bars_csv(BUNDLED_BARS)
+    start = parse_time("2018-11-19T06:00:00Z")
+    with Store(tmp_path / "history.sqlite") as store:
+        store.append_bars(bars[bars["time"] < start + 3600])  # an hour past this run's start
+    app = started(sim_config(tmp_path, strategy="flat", speed=1.0, start="2018-11-19T06:00:00Z"))
+    window = app.bars.bars
+    assert int(window["time"][-1]) < app.market_clock.now() - 60 + 1
+    assert int(window["time"][-1]) >= start - 120
