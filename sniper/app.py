@@ -224,7 +224,7 @@ class App:
         return repaired
 
     def health(self) -> dict:
-        snap = self.state.snapshot(depth=1)
+        snap = self.state.snapshot(depth=None)  # the whole book: its depth is a metric
         pos = snap.position or {}
         margin = snap.margin or {}
         threads = self.threads()

@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from sniper import config
@@ -169,6 +168,8 @@ def find_gaps(times: np.ndarray) -> list[tuple[int, int]]:
 def _read_csv(path, columns: Sequence[str], aliases: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
     """The named columns of a CSV(.gz) as float64 (a cell that is not a number becomes NaN,
     which the checks then name with its line)."""
+    import pandas as pd  # only here: the daemon never reads CSV, and pandas is 80 MB resident
+
     try:
         df = pd.read_csv(path)
     except FileNotFoundError:

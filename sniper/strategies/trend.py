@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import talib
 
 from sniper.model import Target
+from sniper.ta import talib
 
 from .base import Account, BarCursor, Decision, Funding, contracts, reference_price
 
