@@ -37,11 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import requests  # noqa: E402
-
-from sniper.config import SIM_DEMO_KEY, SIM_DEMO_SECRET  # noqa: E402
 
 FLOOR_P50_MS, FLOOR_P99_MS = 2.0, 10.0
 START_BID, TICK, ASK = 9000.0, 0.5, 20000.0
@@ -118,10 +115,14 @@ class StampingProxy:
 # ---------------------------------------------------------------------------- children
 
 def child_executor(url: str, journal: str, out: str) -> None:
-    """The real stack (State, WsClient, RestClient, BitmexVenue, Journal, RiskGate, Executor) holding a
-    passive buy that follows the touch; records when book frames and PUTs happen."""
-    from drivers.rig import Rig
+    """The daemon's own order stack (sniper.app: State, WsClient, RestClient, BitmexVenue, Journal,
+    RiskGate, Executor; configs/sim.yaml's execution settings, the order-rate limit lifted so the
+    chase is not throttled) holding a passive buy that follows the touch; records when book
+    frames and PUTs happen."""
+    import dataclasses
 
+    from sniper import config
+    from sniper.app import build
     from sniper.model import Target
     from sniper.ws.state import configure_switch_interval
 
@@ -135,7 +136,11 @@ def child_executor(url: str, journal: str, out: str) -> None:
                 req.append(time.monotonic())
             return super().request(method, url, *args, **kwargs)
 
-    rig = Rig(url, SIM_DEMO_KEY, SIM_DEMO_SECRET, journal, rest_options={"session": StampedSession()})
+    cfg = config.load(Path(__file__).resolve().parents[1] / "configs" / "sim.yaml")
+    cfg = dataclasses.replace(
+        cfg, risk=dataclasses.replace(cfg.risk, max_orders_per_minute=1_000_000, kill_switch_file=""),
+        paths=dataclasses.replace(cfg.paths, journal=journal), metrics=dataclasses.replace(cfg.metrics, enabled=False))
+    rig = build(cfg, exchange_url=url, rest_options={"session": StampedSession()}).wire()
     apply = rig.state.apply_message
 
     def stamped_apply(raw):
@@ -145,11 +150,11 @@ def child_executor(url: str, journal: str, out: str) -> None:
             rx.append(t)
 
     rig.state.apply_message = stamped_apply
-    rig.start()
+    rig.start(strategy=False, serve=False)
     rig.executor.set_target(Target(100, "passive", "bench"))
     print("READY", flush=True)
     sys.stdin.readline()
-    rig.stop(cancel=True)
+    rig.stop(cancel_orders=True)
     Path(out).write_text(json.dumps({"rx": rx, "req": req, "rest": rig.rest.stats}))
 
 
@@ -235,9 +240,9 @@ def main() -> int:
         child_raw(args.url)
         return 0
 
-    from conftest import start_sim  # the tests' simulator launcher: a real `python -m sniper sim`
+    from sniper.sim.process import SimProcess
 
-    sim = start_sim(rate_limit=0)
+    sim = SimProcess(rate_limit=0)  # a real `python -m sniper sim`, paused
     tmp = Path(tempfile.mkdtemp(prefix="bench-t2o-"))
     try:
         host, port = sim.url.split("//")[1].split(":")
@@ -269,8 +274,6 @@ def main() -> int:
         child = json.loads(out.read_text())
     finally:
         sim.stop()
-        if sim.log_path is not None:
-            sim.log_path.unlink(missing_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     return report(base, ours, child, idle)
 

@@ -36,8 +36,10 @@ class StartError(Exception):
 class App:
     """Every part of one daemon. Attributes are None until `start` creates them."""
 
-    def __init__(self, cfg: Config, *, clock=None, exchange_url: str | None = None) -> None:
+    def __init__(self, cfg: Config, *, clock=None, exchange_url: str | None = None,
+                 rest_options: dict | None = None) -> None:
         self.cfg = cfg
+        self.rest_options = dict(rest_options or {})  # RestClient keywords: retries, timeouts, a session
         self.clock = clock or RealClock()
         self.exchange_url = exchange_url
         self.creds: Credentials | None = config_mod.resolve_for_url(cfg, exchange_url)
@@ -53,12 +55,27 @@ class App:
         self._messages = (0, time.monotonic(), 0.0)  # (seq, when, rate) for messages/s
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, *, strategy: bool = True, serve: bool = True) -> App:
-        """Start every part, in dependency order; on failure whatever started is stopped."""
+    def wire(self) -> App:
+        """Create the exchange connection's and the order stack's parts without starting their
+        threads (the embedded simulator does start: its URL is needed). Idempotent."""
+        if self.executor is None:
+            try:
+                self._start_exchange()
+                self._wire_market_data()
+                self._wire_orders()
+            except BaseException:
+                self._stack.close()
+                raise
+        return self
+
+    def start(self, *, strategy: bool = True, serve: bool = True, executor: bool = True) -> App:
+        """Start every part, in dependency order; on failure whatever started is stopped.
+        `strategy=False` runs the order stack alone (a caller sets the executor's targets)."""
+        self.wire()
         try:
-            self._start_exchange()
             self._start_market_data()
-            self._start_orders()
+            if executor:
+                self.executor.start()
             if strategy:
                 self._start_strategy()
             if serve and self.cfg.metrics.enabled:
@@ -96,9 +113,9 @@ class App:
             self.url = cfg.exchange.rest_base()
         from sniper.rest import RestClient
 
-        self.rest = RestClient(self.url, self.creds, self.clock, symbol=cfg.exchange.symbol)
+        self.rest = RestClient(self.url, self.creds, self.clock, symbol=cfg.exchange.symbol, **self.rest_options)
 
-    def _start_market_data(self) -> None:
+    def _wire_market_data(self) -> None:
         from sniper.ws.client import WsClient
         from sniper.ws.state import State
 
@@ -107,6 +124,8 @@ class App:
         ws_url = "ws" + self.url[len("http"):] + "/realtime"
         self.ws = WsClient(ws_url, self.state, symbol=symbol, credentials=self.creds, clock=self.clock,
                            **self.cfg.websocket.client_options())
+
+    def _start_market_data(self) -> None:
         self.ws.start()
         self._stack.callback(self.ws.stop)
         if not self.ws.wait_ready(READY_TIMEOUT_S):
@@ -136,7 +155,7 @@ class App:
         if exchange_time is not None:
             self.market_clock.observe(exchange_time)
 
-    def _start_orders(self) -> None:
+    def _wire_orders(self) -> None:
         from sniper.journal import Journal
         from sniper.orders.bitmex import BitmexVenue
         from sniper.orders.executor import Executor
@@ -150,7 +169,6 @@ class App:
         self.venue = BitmexVenue(self.rest, self.state, self.clock,
                                  confirm_timeout_s=cfg.execution.confirm_timeout_s)
         self.executor = Executor(self.venue, self.journal, self.risk, self.clock, cfg.execution)
-        self.executor.start()
         self._stack.callback(self.executor.stop, False)  # idempotent; stop() cancels as asked first
 
     def _start_strategy(self) -> None:
@@ -267,6 +285,6 @@ class Refused(Exception):
     """The exchange refused us for good (401/403): restarting cannot help, a person must act."""
 
 
-def build(cfg: Config, *, clock=None, exchange_url: str | None = None) -> App:
+def build(cfg: Config, *, clock=None, exchange_url: str | None = None, rest_options: dict | None = None) -> App:
     """The daemon for `cfg`, not yet started."""
-    return App(cfg, clock=clock, exchange_url=exchange_url)
+    return App(cfg, clock=clock, exchange_url=exchange_url, rest_options=rest_options)

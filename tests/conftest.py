@@ -15,15 +15,11 @@ websocket-client connection with JSON helpers), `.stop()`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import queue
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +30,7 @@ import websocket
 
 from sniper import auth
 from sniper.config import SIM_DEMO_KEY, SIM_DEMO_SECRET
+from sniper.sim import process
 
 ROOT = Path(__file__).resolve().parents[1]
 # the reference data beside the checkout (../shared/data); SNIPER_SHARED_DATA points elsewhere
@@ -155,28 +152,7 @@ class SimHandle:
                 self.proc.wait(5)
 
 
-def sim_command(**opts) -> list[str]:
-    """The argv that starts a simulator subprocess with these options."""
-    module = "sniper" if importlib.util.find_spec("sniper.cli") else "sniper.sim.server"
-    cmd = [sys.executable, "-m", module] + (["sim"] if module == "sniper" else [])
-    cmd += ["--port", "0", "--seed", str(opts.get("seed", 1))]
-    if opts.get("paused", True):
-        cmd.append("--paused")
-    for name in ("speed", "data", "funding", "start", "l2_rate", "rate_limit", "max_backlog", "host"):
-        if opts.get(name) is not None:
-            cmd += ["--" + name.replace("_", "-"), str(opts[name])]
-    for key, secret, balance in opts.get("accounts") or []:
-        cmd += ["--account", f"{key}:{secret}:{balance}"]
-    return cmd + list(opts.get("extra_args", []))
-
-
-def _first_line(proc: subprocess.Popen, timeout: float) -> str:
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
-    try:
-        return lines.get(timeout=timeout).strip()
-    except queue.Empty:
-        return ""
+sim_command = process.command  # tests assert on the argv a simulator is started with
 
 
 def start_sim(**opts) -> SimHandle:
@@ -195,7 +171,7 @@ def start_sim(**opts) -> SimHandle:
     log_path = Path(log_name)
     with open(log_path, "wb") as err:
         proc = subprocess.Popen(sim_command(**opts), cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
-    url = _first_line(proc, START_TIMEOUT_S)
+    url = process.first_line(proc, START_TIMEOUT_S)
     if not url.startswith("http://"):
         proc.kill()
         proc.wait(5)

@@ -1,6 +1,6 @@
-"""The real order stack wired to an exchange, shared by the order tests, the crash-restart
-driver process and the tick-to-order benchmark. `Rig`: RestClient + State/WsClient ->
-BitmexVenue, Journal, RiskGate, Executor against a simulator server, threaded. `LocalRig`: the
+"""The real order stack wired to an exchange, shared by the order tests and the crash-restart
+driver process. `Rig`: the daemon's composition root (`sniper.app`) with the strategy loop off,
+against a simulator server, threaded. `LocalRig`: the
 same Journal, RiskGate and Executor over a LocalVenue on an in-process Exchange built as the
 server builds its own (`local_exchange`), stepped. Their interface is what the tests use: the
 parts as attributes, start/stop (Rig), reached."""
@@ -10,12 +10,22 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from sniper.auth import Credentials
+from sniper.app import build
 from sniper.clock import RealClock, SimClock
-from sniper.config import SIM_DEMO_KEY, SIM_DEMO_SECRET, ExecutionConfig, RiskConfig
+from sniper.config import (
+    SIM_DEMO_KEY,
+    SIM_DEMO_SECRET,
+    Config,
+    CredentialsConfig,
+    ExchangeConfig,
+    ExecutionConfig,
+    MetricsConfig,
+    PathsConfig,
+    RiskConfig,
+    WebsocketConfig,
+)
 from sniper.journal import Journal
 from sniper.model import OPEN_ORD_STATUSES, Target
-from sniper.orders.bitmex import BitmexVenue
 from sniper.orders.executor import Executor
 from sniper.orders.local import LocalVenue
 from sniper.orders.venue import Venue, position_of
@@ -23,17 +33,19 @@ from sniper.rest import RestClient
 from sniper.risk import RiskGate
 from sniper.sim import feed
 from sniper.sim.exchange import Exchange
-from sniper.ws.client import WsClient
-from sniper.ws.state import State
 
 # fast enough for tests, same code paths as production
 TEST_EXECUTION = ExecutionConfig(cycle_seconds=0.05, confirm_timeout_s=2.0, dead_mans_refresh_s=5.0)
 TEST_RISK = RiskConfig(max_position=100_000, max_leverage=50.0, max_order_qty=100_000,
                        max_orders_per_minute=10_000, daily_loss_limit_xbt=10.0, kill_switch_file="")
+TEST_WEBSOCKET = WebsocketConfig(ping_interval_s=1.0, dead_after_s=3.0, backoff_initial_s=0.05, backoff_max_s=0.5)
 
 
 @dataclass
 class Rig:
+    """The daemon's own order stack (`sniper.app`, strategy loop and health endpoint off) on the
+    simulator at `url`, with test timings; the parts are the app's."""
+
     url: str
     key: str
     secret: str
@@ -44,29 +56,21 @@ class Rig:
     clock: object = field(default_factory=RealClock)
 
     def __post_init__(self) -> None:
-        self.creds = Credentials(self.key, self.secret)
-        self.rest = RestClient(self.url, self.creds, self.clock, **self.rest_options)
-        self.state = State("XBTUSD", self.clock)
-        ws_url = "ws" + self.url[len("http"):] + "/realtime"
-        self.ws = WsClient(ws_url, self.state, credentials=self.creds, clock=self.clock, ping_interval=1.0,
-                           dead_after=3.0, backoff_initial=0.05, backoff_max=0.5)
-        self.journal = Journal(self.journal_path, self.clock)
-        self.risk = RiskGate(self.risk_config, self.clock, store=self.journal)
-        self.venue = BitmexVenue(self.rest, self.state, self.clock, confirm_timeout_s=self.execution.confirm_timeout_s)
-        self.executor = Executor(self.venue, self.journal, self.risk, self.clock, self.execution)
+        cfg = Config(exchange=ExchangeConfig(base_url=self.url),
+                     credentials=CredentialsConfig(api_key=self.key, api_secret=self.secret),
+                     execution=self.execution, risk=self.risk_config, websocket=TEST_WEBSOCKET,
+                     paths=PathsConfig(journal=self.journal_path), metrics=MetricsConfig(enabled=False))
+        self.app = build(cfg, clock=self.clock, exchange_url=self.url, rest_options=self.rest_options).wire()
+        a = self.app
+        self.creds, self.rest, self.state, self.ws = a.creds, a.rest, a.state, a.ws
+        self.journal, self.risk, self.venue, self.executor = a.journal, a.risk, a.venue, a.executor
 
     def start(self, executor: bool = True) -> Rig:
-        self.ws.start()
-        if not self.ws.wait_ready(10):
-            raise RuntimeError(f"websocket not ready: {self.state.snapshot(0).ready} {self.ws.last_end}")
-        if executor:
-            self.executor.start()
+        self.app.start(strategy=False, serve=False, executor=executor)
         return self
 
     def stop(self, cancel: bool = False) -> None:
-        self.executor.stop(cancel=cancel)
-        self.ws.stop()
-        self.journal.close()
+        self.app.stop(cancel_orders=cancel)
 
     def reached(self, target: Target) -> bool:
         return reached(self.venue, self.journal, target)
