@@ -166,8 +166,11 @@ class App:
         self.journal = Journal(cfg.paths.journal, self.clock)
         self._stack.callback(self.journal.close)
         self.risk = RiskGate(cfg.risk, self.clock, store=self.journal)
-        self.venue = BitmexVenue(self.rest, self.state, self.clock,
-                                 confirm_timeout_s=cfg.execution.confirm_timeout_s)
+        from sniper.metrics import Metrics
+
+        self.metrics = Metrics(self.health)
+        self.venue = self.metrics.metered(BitmexVenue(self.rest, self.state, self.clock,
+                                                      confirm_timeout_s=cfg.execution.confirm_timeout_s))
         self.executor = Executor(self.venue, self.journal, self.risk, self.clock, cfg.execution)
         self._stack.callback(self.executor.stop, False)  # idempotent; stop() cancels as asked first
 
@@ -212,9 +215,7 @@ class App:
 
     def _start_health(self) -> None:
         from sniper import health
-        from sniper.metrics import Metrics
 
-        self.metrics = Metrics(self.health)
         self.health_server = health.HealthServer(self.cfg.metrics.host, self.cfg.metrics.port, self.health,
                                                  self.metrics.render)
         logger.info("health on %s/health, Prometheus metrics on %s/metrics", self.health_server.start(),
@@ -273,6 +274,7 @@ class App:
             "executor": getattr(self.executor, "last_status", None),
             "threads": threads,
             "restarts": dict(self.restarts),
+            "risk_refusals": dict(self.risk.refusals) if self.risk is not None else {},
         }
         if self.market_clock is not None:
             status["market_time"] = iso(self.market_clock.now())

@@ -11,6 +11,8 @@ Each daemon has its own registry: tests run several in one process.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -21,24 +23,67 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.
 
 
 class Metrics:
-    """`orders` counts order requests by kind (place, amend, cancel) and outcome (sent, rejected,
-    refused: by the exchange or by the risk gate) with a reason; `order_latency` is the round trip
-    from sending a request to its confirmation on the websocket."""
+    """`orders` counts order requests by kind (place, amend, cancel, cancel_all) and outcome (sent,
+    rejected by the exchange, unknown) with a reason; `order_latency` is the round trip from
+    sending a request to the exchange's reply. Refusals by the risk gate come from the status
+    (`risk_refusals`: rule -> count)."""
 
     def __init__(self, status: Callable[[], dict]) -> None:
         self.registry = CollectorRegistry()
         self.orders = Counter("sniper_orders", "Order requests by kind, outcome and reason",
                               ("kind", "outcome", "reason"), registry=self.registry)
         self.order_latency = Histogram("sniper_order_roundtrip_seconds",
-                                       "From sending an order request to its websocket confirmation",
+                                       "From sending an order request to the exchange's reply",
                                        registry=self.registry, buckets=LATENCY_BUCKETS)
         self.registry.register(_StatusCollector(status))
 
     def count_order(self, kind: str, outcome: str, reason: str = "") -> None:
         self.orders.labels(kind, outcome, reason).inc()
 
+    def metered(self, venue):
+        """`venue` with its order writes counted and timed."""
+        return MeteredVenue(venue, self)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class MeteredVenue:
+    """A venue whose writes (place, amend, cancel, cancel-all) are counted by outcome — sent,
+    rejected by the exchange (with its reason, numbers masked so the label set stays small), or
+    unknown — and timed from request to reply. Everything else passes through."""
+
+    WRITES = ("place", "amend", "cancel", "cancel_all")
+
+    def __init__(self, venue, metrics: Metrics) -> None:
+        self._venue, self._metrics = venue, metrics
+
+    def __getattr__(self, name):
+        attr = getattr(self._venue, name)
+        if name not in self.WRITES:
+            return attr
+
+        def write(*args, **kwargs):
+            from sniper.orders.venue import Refused, VenueError
+
+            started = time.perf_counter()
+            try:
+                reply = attr(*args, **kwargs)
+            except Refused as exc:
+                self._metrics.count_order(name, "rejected", _reason(exc))
+                raise
+            except VenueError as exc:
+                self._metrics.count_order(name, "unknown", type(exc).__name__)
+                raise
+            self._metrics.order_latency.observe(time.perf_counter() - started)
+            self._metrics.count_order(name, "sent")
+            return reply
+
+        return write
+
+
+def _reason(exc: Exception) -> str:
+    return re.sub(r"\d+(\.\d+)?", "N", str(exc))[:80]
 
 
 class _StatusCollector:
@@ -79,6 +124,11 @@ class _StatusCollector:
         yield logic
         yield _gauge("sniper_last_decision_timestamp_seconds", "Epoch time of the last strategy decision",
                      s.get("last_decision_ts"))
+        refused = CounterMetricFamily("sniper_risk_refusals", "Orders the risk gate refused, by rule",
+                                      labels=["rule"])
+        for rule, n in sorted((s.get("risk_refusals") or {}).items()):
+            refused.add_metric([rule], float(n))
+        yield refused
         alive = GaugeMetricFamily("sniper_thread_alive", "1 while the thread runs", labels=["thread"])
         for name, ok in sorted((s.get("threads") or {}).items()):
             alive.add_metric([name], 1.0 if ok else 0.0)

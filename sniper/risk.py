@@ -82,6 +82,7 @@ class RiskGate:
         self._last_logged: tuple[str, float] = ("", -1e18)
         self._day_start: tuple[str, float] | None = None
         self._last_refusal = ""  # the rule of the last refusal journaled; "" after a pass
+        self.refusals: collections.Counter[str] = collections.Counter()  # rule -> orders refused (metrics)
 
     # ------------------------------------------------------------------ kill switch
     def kill(self, reason: str) -> None:
@@ -129,7 +130,7 @@ class RiskGate:
         if abs(target.qty) <= limit:
             return target
         capped = int(math.copysign(limit, target.qty))
-        logger.info("target %+d capped to %+d by the exposure limits", target.qty, capped)
+        logger.debug("target %+d capped to %+d by the exposure limits", target.qty, capped)
         return Target(capped, target.style, f"{target.reason} (capped from {target.qty:+d})")
 
     # ------------------------------------------------------------------ orders
@@ -147,6 +148,7 @@ class RiskGate:
         if verdict.ok:
             self._last_refusal = ""
             return verdict
+        self.refusals[verdict.rule] += 1
         now = self._clock.monotonic()
         rule, last = self._last_logged
         if rule != verdict.rule or now - last >= REPEAT_LOG_S:

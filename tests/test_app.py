@@ -118,6 +118,7 @@ def test_a_funding_cycle_on_an_accelerated_simulator(tmp_path, started):
 def test_health_and_prometheus_metrics(tmp_path, started):
     app = started(sim_config(tmp_path, strategy="trend", speed=60.0))
     wait_for(lambda: app.health().get("last_decision_ts"), 30, "a first decision")
+    wait_for(lambda: app.health()["position"] != 0, 30, "a first fill")
     with urllib.request.urlopen(app.health_server.url + "/health", timeout=5) as resp:
         health = json.loads(resp.read())
     assert health["healthy"] and health["active_logic"] == "trend" and health["reason"]
@@ -130,6 +131,13 @@ def test_health_and_prometheus_metrics(tmp_path, started):
                  "sniper_target_contracts", "sniper_unrealised_pnl_xbt", "sniper_active_logic",
                  "sniper_last_decision_timestamp_seconds", "sniper_thread_alive"):
         assert name in families, name
+    sent = [s for s in families["sniper_orders"].samples
+            if s.name == "sniper_orders_total" and s.labels["kind"] == "place" and s.labels["outcome"] == "sent"]
+    assert sent and sent[0].value >= 1, families["sniper_orders"].samples
+    count = [s for s in families["sniper_order_roundtrip_seconds"].samples if s.name.endswith("_count")]
+    assert count[0].value >= 1
+    position = families["sniper_position_contracts"].samples[0].value
+    assert position == app.health()["position"] != 0
     logic = {s.labels["logic"]: s.value for s in families["sniper_active_logic"].samples}
     assert logic == {"trend": 1.0}
     assert families["sniper_book_levels"].samples and all(s.value > 0 for s in families["sniper_book_levels"].samples)
