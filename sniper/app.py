@@ -266,7 +266,7 @@ class App:
             "unrealised_pnl_xbt": (pos.get("unrealisedPnl") or 0) / SATOSHI,
             "margin_balance_xbt": (margin.get("marginBalance") or 0) / SATOSHI,
             "data_age_s": round(snap.data_age, 3),
-            "table_age_s": self.state.table_ages() if hasattr(self.state, "table_ages") else {},
+            "table_age_s": self.state.table_ages(),
             "book_levels": {"Buy": len(snap.bids), "Sell": len(snap.asks)} if snap.ready else {},
             "reconnects": snap.reconnects,
             "messages": snap.seq,

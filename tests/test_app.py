@@ -138,6 +138,8 @@ def test_health_and_prometheus_metrics(tmp_path, started):
     assert count[0].value >= 1
     position = families["sniper_position_contracts"].samples[0].value
     assert position == app.health()["position"] != 0
+    ages = {s.labels["table"]: s.value for s in families["sniper_data_age_seconds"].samples}
+    assert {"all", "instrument", "position", "margin"} <= set(ages) and all(0 <= v < 60 for v in ages.values()), ages
     logic = {s.labels["logic"]: s.value for s in families["sniper_active_logic"].samples}
     assert logic == {"trend": 1.0}
     assert families["sniper_book_levels"].samples and all(s.value > 0 for s in families["sniper_book_levels"].samples)

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
 from sniper import log
+from sniper.clock import RealClock
 from sniper.ws._core import Snapshot, StateCore
 from sniper.ws.book import BookError, L2Book
 from sniper.ws.tables import ACTIONS, DEFAULT_KEYS, OrderTable, Table, make_table
@@ -85,6 +86,8 @@ class State(StateCore):
     """
 
     def __init__(self, symbol: str = "XBTUSD", clock=None, *, execution_history: int = 10_000) -> None:
+        self._monotonic = (clock or RealClock()).monotonic
+        self._table_rx: dict[str, float] = {}  # table -> when its last message was applied (not the book's)
         self.tables: dict[str, Table] = {}
         self.expected: frozenset[str] = frozenset(PUBLIC_TABLES)
         self.partials: set[str] = set()
@@ -204,6 +207,13 @@ class State(StateCore):
             row = table.find(field, value) if isinstance(table, OrderTable) else None
         return _frozen(row)
 
+    def table_ages(self) -> dict[str, float]:
+        """Seconds since each table other than orderBookL2 last changed (the book's frames take
+        the C fast path, which keeps only the age of the newest message: Snapshot.data_age)."""
+        now = self._monotonic()
+        with self.lock:
+            return {name: round(now - t, 3) for name, t in self._table_rx.items()}
+
     def table_rows(self, name: str) -> list[Mapping]:
         """Read-only copies of a table's rows ([] before its partial)."""
         with self.lock:
@@ -263,7 +273,7 @@ class State(StateCore):
                 self._record_executions(touched)
             self._publish(name, None if action == "partial" else touched)
             self.seq += 1
-            self.last_rx = t
+            self.last_rx = self._table_rx[name] = t
             private = name in _PRIVATE
             if private:
                 self.private_seq += 1
