@@ -83,3 +83,44 @@ def test_refused_api_key_stops_the_daemon_with_status_3(tmp_path, sim_server):
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     assert "refused" in lines[-1]["message"] and "401" in lines[-1]["message"]
     assert wrong not in done.stderr + done.stdout
+
+
+def test_exchange_url_points_the_testnet_config_at_a_running_simulator(tmp_path, sim_server):
+    """`--exchange-url` on a loopback simulator: testnet.yaml runs with no API keys in the
+    environment (the simulator gets its demo keys, never real ones) and logs the health URL."""
+    port = free_port()
+    text = (ROOT / "configs" / "testnet.yaml").read_text()
+    assert "port: 9108 " in text
+    cfg = tmp_path / "testnet.yaml"
+    cfg.write_text(text.replace("port: 9108 ", f"port: {port} ").replace("format: text ", "format: json "))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BITMEX_")}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_sniper.py"), "--config", str(cfg), "--exchange-url",
+                             sim_server.url], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline and status is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                    status = json.loads(resp.read())
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                time.sleep(0.25)
+        assert status is not None and status["ready"], status
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    messages = [json.loads(line)["message"] for line in proc.stderr.read().splitlines() if line.startswith("{")]
+    assert any(f"127.0.0.1:{port}/health" in m for m in messages)
+    assert any(sim_server.url in m for m in messages)
+    assert (tmp_path / "var" / "journal.sqlite").exists()
+
+
+def test_a_bad_exchange_url_is_one_line_and_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, "run_sniper.py", "--config", "configs/sim.yaml", "--exchange-url",
+                           "ftp://nowhere"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "--exchange-url" in done.stderr and "http" in done.stderr
