@@ -17,6 +17,7 @@ import logging
 import time
 from pathlib import Path
 
+from sniper import auth
 from sniper import config as config_mod
 from sniper.auth import Credentials
 from sniper.clock import OffsetClock, RealClock
@@ -130,7 +131,7 @@ class App:
         self._stack.callback(self.ws.stop)
         if not self.ws.wait_ready(READY_TIMEOUT_S):
             if self.ws.fatal:
-                raise Refused(self.ws.fatal)
+                raise self.refusal()
             raise StartError(f"market data not complete after {READY_TIMEOUT_S:.0f} s: "
                              f"{self.state.snapshot(depth=0).reason}")
         if self.sim is not None:
@@ -156,14 +157,17 @@ class App:
             self.market_clock.observe(exchange_time)
 
     def _wire_orders(self) -> None:
-        from sniper.journal import Journal
+        from sniper.journal import Journal, JournalUnwritable
         from sniper.orders.bitmex import BitmexVenue
         from sniper.orders.executor import Executor
         from sniper.risk import RiskGate
 
         cfg = self.cfg
         Path(cfg.paths.journal).parent.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(cfg.paths.journal, self.clock)
+        try:
+            self.journal = Journal(cfg.paths.journal, self.clock)
+        except JournalUnwritable as exc:  # one line for the operator, not a traceback
+            raise StartError(str(exc)) from exc
         self._stack.callback(self.journal.close)
         self.risk = RiskGate(cfg.risk, self.clock, store=self.journal)
         from sniper.metrics import Metrics
@@ -189,6 +193,10 @@ class App:
         bars_rest = RestClient(self.url, self.creds, self.clock, symbol=cfg.exchange.symbol)
         self.bars = LiveBars(self.store, bars_rest, self.state, self.market_clock, symbol=cfg.exchange.symbol,
                              lookback=cfg.strategy.lookback_minutes)
+        last = self.store.last_bar_time()
+        logger.info("bringing the history up to date from the exchange's trade/bucketed (store %s: %s)",
+                    cfg.paths.history, "empty, fetching the last %d minutes" % cfg.strategy.lookback_minutes
+                    if last is None else f"last bar {iso(last)}")
         added = self.bars.backfill()
         bars = self.bars.bars
         if len(bars):
@@ -242,6 +250,14 @@ class App:
             repaired.append(name)
         return repaired
 
+    def refusal(self) -> Exception:
+        """The websocket's refusal for good as the error to stop with: a signature refused as
+        expired is the host's clock to fix (a StartError naming the skew), anything else the key."""
+        skew = auth.expired_skew(self.ws.fatal, self.clock.now())
+        if skew is not None:
+            return StartError(auth.skew_message(skew))
+        return Refused(self.ws.fatal)
+
     def health(self) -> dict:
         snap = self.state.snapshot(depth=None)  # the whole book: its depth is a metric
         pos = snap.position or {}
@@ -253,8 +269,9 @@ class App:
             rate = (snap.seq - seq) / (now - when)
             self._messages = (snap.seq, now, rate)
         target = self.executor.target if self.executor is not None else None
+        journal_error = getattr(self.executor, "journal_error", None)
         status = {
-            "healthy": bool(snap.ready) and all(threads.values()),
+            "healthy": bool(snap.ready) and all(threads.values()) and journal_error is None,
             "ready": bool(snap.ready),
             "reason": snap.reason,
             "best_bid": snap.best_bid,
@@ -272,6 +289,9 @@ class App:
             "messages": snap.seq,
             "messages_per_s": round(rate, 1),
             "executor": getattr(self.executor, "last_status", None),
+            "executor_last_error": getattr(self.executor, "last_error", None),
+            "journal": journal_error or "ok",
+            "websocket_last_end": getattr(self.ws, "last_end", None),
             "threads": threads,
             "restarts": dict(self.restarts),
             "risk_refusals": dict(self.risk.refusals) if self.risk is not None else {},
