@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, field
 
 from sniper import log
 
 DEFAULT_TTL = 5  # seconds an `api-expires` stamp stays valid ahead of now
+# BitMEX's answer to a stamp already past: "This request has expired - `expires` is in the past.
+# Current time: 1542585602"; the time it names is the exchange's own, in epoch seconds
+_EXPIRED = re.compile(r"expired.*current time:\s*(\d+)", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -57,3 +61,18 @@ def ws_auth_message(creds: Credentials, now: float, ttl: int = DEFAULT_TTL) -> d
 def verify(secret: str, verb: str, path: str, expires: int, body: str | bytes, sig: str) -> bool:
     """Constant-time check of a signature, as the exchange does it."""
     return hmac.compare_digest(signature(secret, verb, path, expires, body), sig or "")
+
+
+def expired_skew(message: str | None, now: float) -> float | None:
+    """How many seconds the exchange's clock is ahead of `now` (this host's), read from its
+    "request has expired ... Current time: T" refusal; None when `message` is not that refusal."""
+    match = _EXPIRED.search(message or "")
+    return None if match is None else int(match.group(1)) - now
+
+
+def skew_message(skew: float, ttl: int = DEFAULT_TTL) -> str:
+    """The one line an operator needs when signatures expire on arrival: the measured skew and
+    what to fix (every signed request fails alike, so retrying or a new key cannot help)."""
+    direction = "ahead of" if skew >= 0 else "behind"
+    return (f"clock skew: the exchange's clock is {abs(skew):.0f} s {direction} this host's, beyond the "
+            f"{ttl} s api-expires window, so it refuses every signature as expired; fix the host's clock (NTP)")

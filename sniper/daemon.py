@@ -71,7 +71,7 @@ def _supervise(app: App, stop: threading.Event) -> None:
     next_status = 0.0
     while not stop.wait(TICK_S):
         if app.ws.fatal:
-            raise Refused(app.ws.fatal)
+            raise app.refusal()
         app.repair()
         status = app.health()
         if status["healthy"]:

@@ -39,6 +39,8 @@ from pathlib import Path
 from sniper.model import NEW, REDUCE_ONLY, SIDES, TERMINAL_ORD_STATUSES, has_inst, side_sign
 
 OPEN_STATUSES = ("pending", "live")
+# SQLite's words for a journal it cannot write: disk full, read-only file or file system, I/O failure
+_STORAGE_ERRORS = ("disk is full", "readonly", "read-only", "disk i/o error", "unable to open")
 STRATEGY, RISK = "strategy", "risk"  # who made an intent's decision
 
 _SCHEMA = """
@@ -60,6 +62,20 @@ CREATE TABLE IF NOT EXISTS fills (
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, clordid TEXT, data TEXT NOT NULL);
 """
+
+
+class JournalUnwritable(Exception):
+    """The journal cannot be written (disk full, read-only, I/O error). The transaction was rolled
+    back whole, so nothing is half-written; and since an order is sent only after its row is
+    committed, nothing may be sent until a write succeeds again."""
+
+
+def _unwritable(path: str, exc: sqlite3.Error) -> JournalUnwritable | None:
+    """`exc` as a JournalUnwritable when it says the storage refuses writes, else None."""
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and any(s in text for s in _STORAGE_ERRORS):
+        return JournalUnwritable(f"journal {path} cannot be written: {exc}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -125,13 +141,16 @@ class Journal:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            raise (_unwritable(self.path, exc) or exc) from exc
         self._synchronous = self._sync_now = synchronous
         self._open: dict[str, OrderRecord] = {}  # write-through cache of pending/live orders
-        self._db.execute("PRAGMA busy_timeout=5000")
         with self._tx():
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
@@ -154,17 +173,24 @@ class Journal:
         (WAL, synchronous=NORMAL) and reach the disk with the next durable commit, since the
         WAL is written in order."""
         with self._lock:
-            sync = self._synchronous if durable else "NORMAL"
-            if sync != self._sync_now:
-                self._db.execute(f"PRAGMA synchronous={sync}")
-                self._sync_now = sync
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                sync = self._synchronous if durable else "NORMAL"
+                if sync != self._sync_now:
+                    self._db.execute(f"PRAGMA synchronous={sync}")
+                    self._sync_now = sync
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:  # SQLite rolls back by itself on some errors (disk full)
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                unwritable = _unwritable(self.path, exc)
+                if unwritable is None:
+                    raise
+                raise unwritable from exc
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -173,6 +199,12 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def check_writable(self) -> None:
+        """Commit one durable write (raises JournalUnwritable while the storage refuses): how the
+        executor learns that trading may resume after a full or read-only disk."""
+        with self._tx(durable=True):
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('checked', ?)", (str(self._clock.now()),))
 
     def get_meta(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE key=?", (key,))

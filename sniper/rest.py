@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from typing import TypedDict
 from urllib.parse import quote, urlencode
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 DUPLICATE_CLORDID = "duplicate clordid"
+RETRY_AFTER_MAX_S = 300.0  # a longer (or non-numeric) Retry-After is a garbled header, not a ban to obey
+PACE_MAX_S = 60.0  # BitMEX's budget refills within a minute: a longer pacing wait is a garbled header
 
 
 class ExchangeError(Exception):
@@ -72,6 +75,20 @@ class Rejected(ExchangeError):
 
 class AuthError(ExchangeError):
     """401/403: bad key, bad signature, expired stamp or missing permission."""
+
+
+class ClockSkew(AuthError):
+    """401 "request has expired": this host's clock is `skew` seconds behind the exchange's, beyond
+    the api-expires window, so every signature is refused; the message says so and by how much."""
+
+    def __init__(self, message: str, status: int = 401, name: str = "", skew: float = 0.0) -> None:
+        super().__init__(message, status, name)
+        self.skew = skew
+
+
+class Malformed(ExchangeError):
+    """A 2xx answer whose body is not what the endpoint returns (a proxy page, a truncated or
+    garbled body): what happened is unknown, as after a timeout."""
 
 
 class NotFound(ExchangeError):
@@ -230,9 +247,14 @@ class RestClient:
             try:
                 return resp.json() if resp.content else None
             except ValueError as exc:  # e.g. an HTML page from a proxy: whether it applied is unknown
-                raise ExchangeError(f"{verb} {full_path}: undecodable {resp.status_code} reply",
-                                    resp.status_code) from exc
-        raise _error_from(resp)
+                raise Malformed(f"{verb} {full_path}: undecodable {resp.status_code} reply",
+                                resp.status_code) from exc
+        error = _error_from(resp)
+        if isinstance(error, AuthError):
+            skew = auth.expired_skew(error.message, self.clock.now())
+            if skew is not None:
+                raise ClockSkew(auth.skew_message(skew, self.expires_ttl), error.status, error.name, skew=skew)
+        raise error
 
     # ------------------------------------------------------------------ pacing
     def _read_ratelimit(self, headers) -> None:
@@ -242,11 +264,14 @@ class RestClient:
             reset = float(headers["x-ratelimit-reset"])
         except (KeyError, ValueError):
             return
+        if not all(map(math.isfinite, (limit, remaining, reset))):
+            return  # "inf"/"nan" parse as floats, but no budget is described by them
         self.ratelimit = {"limit": limit, "remaining": remaining, "reset": reset}
         if limit > 0 and remaining < limit * self.slow_below:
             # the budget refills (limit - remaining) requests by `reset`: go no faster than that
             now = self.clock.now()
-            self._not_before = now + max(0.0, reset - now) / max(limit - remaining, 1.0)
+            wait = max(0.0, reset - now) / max(limit - remaining, 1.0)
+            self._not_before = now + min(wait, PACE_MAX_S)
         else:
             self._not_before = 0.0
 
@@ -266,7 +291,7 @@ class RestClient:
         params.setdefault("symbol", self.symbol)
         clordid = params.get("clOrdID")
         try:
-            return self.request("POST", "/order", body=params, idempotent=bool(clordid))
+            return _row(self.request("POST", "/order", body=params, idempotent=bool(clordid)), "POST /order")
         except Rejected as exc:
             if not clordid or DUPLICATE_CLORDID not in exc.message.lower():
                 raise
@@ -285,63 +310,80 @@ class RestClient:
         """PUT /order with absolute values (price, orderQty): repeating it changes nothing."""
         body = {k: v for k, v in {"orderID": orderID, "origClOrdID": origClOrdID, **changes}.items()
                 if v is not None}
-        return self.request("PUT", "/order", body=body, idempotent=True)
+        return _row(self.request("PUT", "/order", body=body, idempotent=True), "PUT /order")
 
     def cancel_order(self, *, orderID: str | None = None, clOrdID: str | None = None, text: str | None = None
                      ) -> list[OrderRow]:
         body = {k: v for k, v in {"orderID": orderID, "clOrdID": clOrdID, "text": text}.items() if v is not None}
-        return self.request("DELETE", "/order", body=body, idempotent=True)
+        return _rows(self.request("DELETE", "/order", body=body, idempotent=True), "DELETE /order")
 
     def cancel_all(self, text: str | None = None) -> list[OrderRow]:
         body = {"symbol": self.symbol} | ({"text": text} if text else {})
-        return self.request("DELETE", "/order/all", body=body, idempotent=True)
+        return _rows(self.request("DELETE", "/order/all", body=body, idempotent=True), "DELETE /order/all")
 
     def cancel_all_after(self, timeout_ms: int) -> dict:
         """The exchange's dead man's switch: cancel everything unless refreshed within timeout_ms."""
-        return self.request("POST", "/order/cancelAllAfter", body={"timeout": int(timeout_ms)}, idempotent=True)
+        return _row(self.request("POST", "/order/cancelAllAfter", body={"timeout": int(timeout_ms)},
+                                 idempotent=True), "POST /order/cancelAllAfter")
 
     # ------------------------------------------------------------------ reads
     def orders(self, *, open_only: bool = False, count: int = 500, filter: dict | None = None) -> list[OrderRow]:
         flt = dict(filter or {})
         if open_only:
             flt["open"] = True
-        return self.request("GET", "/order", params={"symbol": self.symbol, "filter": flt or None,
-                                                      "count": count, "reverse": True})
+        return _rows(self.request("GET", "/order", params={"symbol": self.symbol, "filter": flt or None,
+                                                            "count": count, "reverse": True}), "GET /order")
 
     def order_by_clordid(self, clordid: str) -> OrderRow | None:
         rows = self.orders(filter={"clOrdID": clordid}, count=5)
         return next((r for r in rows if r.get("clOrdID") == clordid), None)
 
     def position(self) -> PositionRow | None:
-        rows = self.request("GET", "/position", params={"filter": {"symbol": self.symbol}})
-        return next((r for r in rows or () if r.get("symbol") == self.symbol), None)
+        rows = _rows(self.request("GET", "/position", params={"filter": {"symbol": self.symbol}}), "GET /position")
+        return next((r for r in rows if r.get("symbol") == self.symbol), None)
 
     def fills(self, *, count: int = 500, start_time: str | None = None) -> list[FillRow]:
         """Our recent trade executions (GET /execution/tradeHistory), newest first."""
-        return self.request("GET", "/execution/tradeHistory", params={
-            "symbol": self.symbol, "count": count, "reverse": True, "startTime": start_time})
+        return _rows(self.request("GET", "/execution/tradeHistory", params={
+            "symbol": self.symbol, "count": count, "reverse": True, "startTime": start_time}),
+            "GET /execution/tradeHistory")
 
     def margin(self) -> MarginRow:
-        return self.request("GET", "/user/margin")
+        return _row(self.request("GET", "/user/margin"), "GET /user/margin")
 
     def instrument(self) -> dict | None:
-        rows = self.request("GET", "/instrument", params={"symbol": self.symbol})
+        rows = _rows(self.request("GET", "/instrument", params={"symbol": self.symbol}), "GET /instrument")
         return rows[0] if rows else None
 
     def trade_bucketed(self, *, bin_size: str = "1m", start_time: float | None = None,
                        end_time: float | None = None, count: int = 1000, reverse: bool = False) -> list[dict]:
         """GET /trade/bucketed: completed OHLCV buckets, each stamped with its END time, with
         start_time <= timestamp <= end_time (epoch seconds); at most 1,000 a request."""
-        return self.request("GET", "/trade/bucketed", params={
+        return _rows(self.request("GET", "/trade/bucketed", params={
             "binSize": bin_size, "symbol": self.symbol, "count": count, "reverse": reverse,
-            "startTime": _iso_or_none(start_time), "endTime": _iso_or_none(end_time)})
+            "startTime": _iso_or_none(start_time), "endTime": _iso_or_none(end_time)}), "GET /trade/bucketed")
 
     def funding(self, *, start_time: float | None = None, end_time: float | None = None, count: int = 500,
                 reverse: bool = False) -> list[dict]:
         """GET /funding: settled funding rows (timestamp = settlement) within [start_time, end_time]."""
-        return self.request("GET", "/funding", params={
+        return _rows(self.request("GET", "/funding", params={
             "symbol": self.symbol, "count": count, "reverse": reverse,
-            "startTime": _iso_or_none(start_time), "endTime": _iso_or_none(end_time)})
+            "startTime": _iso_or_none(start_time), "endTime": _iso_or_none(end_time)}), "GET /funding")
+
+
+def _row(reply, what: str) -> dict:
+    """A reply that must be one JSON object (an order, the margin); anything else is Malformed."""
+    if isinstance(reply, dict):
+        return reply
+    raise Malformed(f"{what}: expected an object, got {type(reply).__name__}", 200, "MalformedReply")
+
+
+def _rows(reply, what: str) -> list[dict]:
+    """A reply that must be a list of JSON objects (BitMEX's row lists); anything else is Malformed,
+    so no caller meets a string where it reads a row."""
+    if isinstance(reply, list) and all(isinstance(r, dict) for r in reply):
+        return reply
+    raise Malformed(f"{what}: expected a list of objects, got {type(reply).__name__}", 200, "MalformedReply")
 
 
 def _iso_or_none(t: float | None) -> str | None:
@@ -369,5 +411,6 @@ def _error_from(resp: requests.Response) -> ExchangeError:
             retry_after = float(resp.headers.get("retry-after", 1.0))
         except ValueError:
             retry_after = 1.0
+        retry_after = min(retry_after, RETRY_AFTER_MAX_S) if retry_after >= 0 else 1.0  # NaN and negatives: garbled
         return RateLimited(message, status, name, retry_after=retry_after)
     return _BY_STATUS.get(status, ExchangeError)(message, status, name)

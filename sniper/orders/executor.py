@@ -38,8 +38,8 @@ import threading
 from dataclasses import dataclass
 
 from sniper.config import ExecutionConfig
-from sniper.journal import RISK, STRATEGY, Intent, Journal, OrderRecord
-from sniper.model import Target
+from sniper.journal import RISK, STRATEGY, Intent, Journal, JournalUnwritable, OrderRecord
+from sniper.model import Target, iso
 from sniper.orders.manager import Action, Amend, Market, Place, goal, order_style, plan
 from sniper.orders.reconcile import PositionAudit, reconcile, record_fills, sync
 from sniper.orders.venue import Refused, Venue, VenueError, position_of
@@ -51,6 +51,7 @@ ERROR_BACKOFF_S, ERROR_BACKOFF_CAP_S = 0.05, 2.0  # after a failed cycle
 WAIT_SLICE_S = 0.02  # longest wait before re-checking for a new target
 MISMATCH_WAIT_S = 0.05  # how long a cycle waits for the position to catch up with our fills
 BUSY = ("acted", "reconciled")  # a cycle that did something: the next one follows at once
+BACK_OFF = ("error", "rejected", "journal-unwritable")  # a cycle after which the thread waits, doubling
 
 
 @dataclass
@@ -79,6 +80,8 @@ class Executor:
         self._killed: _Kill | None = None
         self._audit = PositionAudit(journal, clock, self.config.confirm_timeout_s)
         self.last_status = "new"
+        self.last_error: dict | None = None  # the latest failed cycle: {"at": ISO time, "error": text}, for /health
+        self.journal_error: str | None = None  # set while the journal cannot be written: nothing is sent
 
     # ------------------------------------------------------------------ public
     @property
@@ -120,6 +123,8 @@ class Executor:
                 self.journal.record_event("cancel_all", {"why": "stop"})
             except VenueError as exc:
                 logger.error("cancel on exit failed (%s); the dead man's switch will cancel", exc)
+            except JournalUnwritable as exc:  # the cancel went out; only its record is lost
+                logger.error("%s: the cancel on exit is not journaled", exc)
 
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -142,14 +147,17 @@ class Executor:
         failures = 0
         while not self._stop.is_set():
             try:
+                self._check_journal()
                 self.last_status = self.step()
+            except JournalUnwritable as exc:
+                self._journal_failed(exc)
             except VenueError as exc:
                 logger.warning("executor cycle failed: %s", exc)
-                self.last_status = "error"
-            except Exception:
+                self._failed("error", str(exc))
+            except Exception as exc:
                 logger.exception("executor cycle crashed; continuing")
-                self.last_status = "error"
-            if self.last_status in ("error", "rejected"):
+                self._failed("error", repr(exc))
+            if self.last_status in BACK_OFF:
                 # an exchange in trouble (503 storm, down) or refusing our orders (e.g. not enough
                 # balance) is not hammered: back off, doubling while it goes on, capped
                 failures += 1
@@ -158,6 +166,26 @@ class Executor:
             failures = 0
             if self.last_status not in BUSY:
                 self._wait_for_change(self.config.cycle_seconds)
+
+    def _journal_failed(self, exc: JournalUnwritable) -> None:
+        """Stop trading on a journal that cannot be written, saying so in one line (not once a cycle)."""
+        if self.journal_error is None:
+            logger.error("%s: trading stopped (no order is sent unjournaled) until it can be written", exc)
+        self.journal_error = str(exc)
+        self._failed("journal-unwritable", str(exc))
+
+    def _failed(self, status: str, error: str) -> None:
+        self.last_status = status
+        self.last_error = {"at": iso(self.clock.now()), "error": error}
+
+    def _check_journal(self) -> None:
+        """While the journal is unwritable, probe it before each cycle; resume once a write commits."""
+        if self.journal_error is None:
+            return
+        self.journal.check_writable()
+        logger.warning("journal writable again: trading resumes")
+        self.journal_error = None
+        self._session = None  # whatever happened meanwhile was not journaled: reconcile first
 
     def _wait_for_change(self, timeout: float) -> None:
         """Sleep until a new target, a private change, a move of the touch (only while a passive
@@ -233,7 +261,13 @@ class Executor:
         cur = self._intent
         if cur is not None and cur.source == STRATEGY and (cur.qty, cur.style) == (wanted.qty, wanted.style):
             return
-        self._intent = self.journal.record_intent(wanted.qty, wanted.style, wanted.reason)
+        try:
+            self._intent = self.journal.record_intent(wanted.qty, wanted.style, wanted.reason)
+        except JournalUnwritable:
+            with self._lock:  # not journaled, so not adopted: pursue it once the journal takes it
+                if self._wanted is None:
+                    self._wanted = wanted
+            raise
         logger.info("new target %+d (%s): %s [intent %d]", wanted.qty, wanted.style, wanted.reason, self._intent.id)
 
     def _on_kill(self, steering: Steering, snap) -> Intent | None:
