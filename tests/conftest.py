@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -110,10 +109,7 @@ class SimHandle:
 
     def control(self, path: str, json: dict | None = None, method: str = "POST") -> dict:
         """Call `/_control/<path>`; raises on a non-2xx answer (with the server's reason)."""
-        resp = self.session.request(method, f"{self.url}/_control/{path.lstrip('/')}", json=json, timeout=10)
-        if resp.status_code >= 300:
-            raise AssertionError(f"control {method} {path} -> {resp.status_code}: {resp.text}")
-        return resp.json()
+        return process.control(self.session, self.url, path, json, method)
 
     def state(self) -> dict:
         return self.control("state", method="GET")
@@ -143,13 +139,8 @@ class SimHandle:
         if self.server is not None:
             self.server.stop()
             self.server = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            process.stop(self.proc)
 
 
 sim_command = process.command  # tests assert on the argv a simulator is started with

@@ -41,6 +41,25 @@ def first_line(proc: subprocess.Popen, timeout: float) -> str:
         return ""
 
 
+def control(session: requests.Session, url: str, path: str, json: dict | None = None, method: str = "POST") -> dict:
+    """Call the simulator's `/_control/<path>`; raises naming the answer when it is not 2xx."""
+    resp = session.request(method, f"{url}/_control/{path.lstrip('/')}", json=json, timeout=10)
+    if resp.status_code >= 300:
+        raise RuntimeError(f"control {method} {path} -> {resp.status_code}: {resp.text}")
+    return resp.json()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (the simulator's clean stop), then kill if it has not exited within 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class SimProcess:
     """`python -m sniper sim` in a child process, its control API, and a clean stop."""
 
@@ -53,19 +72,9 @@ class SimProcess:
         self.session = requests.Session()
 
     def control(self, path: str, json: dict | None = None, method: str = "POST") -> dict:
-        """Call `/_control/<path>`; raises naming the answer when it is not 2xx."""
-        resp = self.session.request(method, f"{self.url}/_control/{path.lstrip('/')}", json=json, timeout=10)
-        if resp.status_code >= 300:
-            raise RuntimeError(f"control {method} {path} -> {resp.status_code}: {resp.text}")
-        return resp.json()
+        return control(self.session, self.url, path, json, method)
 
     def stop(self) -> None:
         if getattr(self, "session", None) is not None:
             self.session.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop(self.proc)
