@@ -58,14 +58,13 @@ def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
 # and TA-Lib stacks it does not use (memory on a 1 GiB machine, start-up time).
 COMMAND_MODULES: dict[str, str] = {
     "history": "sniper.history",
-    "features": "sniper.features",
+    "features": "sniper.backtest.features_cli",
     "study": "sniper.backtest.study",
     "report": "sniper.backtest.report",
+    "train": "sniper.backtest.train",
+    "backtest": "sniper.backtest.cli",
 }
-PLANNED = (
-    ("backtest", "run a strategy over history against the simulated exchange"),
-    ("train", "search strategy hyperparameters"),
-)
+PLANNED: tuple[tuple[str, str], ...] = ()
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
