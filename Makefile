@@ -27,6 +27,14 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# Not CI: the reliability tests at full size (10,000 fuzz examples a test: over 100,000 generated
+# websocket frames and as many REST answers; five minutes of load),
+# then an hour of the daemon trading through faults (benchmarks/soak.py; SOAK_SECONDS to shorten).
+.PHONY: soak
+soak: $(STAMP)
+	SNIPER_FUZZ_EXAMPLES=10000 SNIPER_LOAD_SECONDS=300 $(BIN)/python -m pytest --timeout=0 tests/reliability
+	$(BIN)/python -m benchmarks.soak
+
 lint: $(STAMP)
 	$(BIN)/ruff check sniper tests benchmarks run_sniper.py setup.py
 

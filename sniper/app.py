@@ -258,6 +258,16 @@ class App:
             return StartError(auth.skew_message(skew))
         return Refused(self.ws.fatal)
 
+    @staticmethod
+    def _position(row) -> int | None:
+        """The position for /health; None when the row is garbled (the supervisor must not die on it)."""
+        from sniper.orders.venue import VenueError, contracts
+
+        try:
+            return contracts(row)
+        except VenueError:
+            return None
+
     def health(self) -> dict:
         snap = self.state.snapshot(depth=None)  # the whole book: its depth is a metric
         pos = snap.position or {}
@@ -276,7 +286,7 @@ class App:
             "reason": snap.reason,
             "best_bid": snap.best_bid,
             "best_ask": snap.best_ask,
-            "position": int(pos.get("currentQty") or 0),
+            "position": self._position(pos),
             "target": None if target is None else {"qty": target.qty, "style": target.style,
                                                    "reason": target.reason},
             "open_orders": len(snap.orders),
@@ -290,6 +300,7 @@ class App:
             "messages_per_s": round(rate, 1),
             "executor": getattr(self.executor, "last_status", None),
             "executor_last_error": getattr(self.executor, "last_error", None),
+            "rest_last_error": getattr(self.rest, "last_error", None),
             "journal": journal_error or "ok",
             "websocket_last_end": getattr(self.ws, "last_end", None),
             "threads": threads,

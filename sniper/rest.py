@@ -185,6 +185,7 @@ class RestClient:
         self._blocked_until = 0.0  # monotonic time until which the exchange told us (429) to send nothing
         self.ratelimit: dict[str, float] = {}  # last seen limit / remaining / reset
         self.stats = {"requests": 0, "retries": 0, "paced_s": 0.0}
+        self.last_error: dict | None = None  # the latest failed attempt, retried or not: {"at", "error"}
 
     # ------------------------------------------------------------------ core
     def request(self, verb: str, path: str, *, params: dict | None = None, body: dict | None = None,
@@ -205,6 +206,7 @@ class RestClient:
             try:
                 return self._send_once(verb, full_path, data)
             except ExchangeError as exc:
+                self.last_error = {"at": iso(self.clock.now()), "error": str(exc)}
                 elapsed = self.clock.monotonic() - started
                 if not (idempotent and _retryable(exc)) or attempt >= self.max_attempts:
                     raise

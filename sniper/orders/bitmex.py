@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Mapping, Sequence
 
 from sniper.model import TERMINAL_ORD_STATUSES
-from sniper.orders.venue import Refused, VenueError
+from sniper.orders.venue import Refused, VenueError, contracts
 from sniper.rest import AuthError, ExchangeError, NotFound, Rejected, RestClient
 
 
@@ -107,7 +107,7 @@ class BitmexVenue:
 
     def position(self) -> int:
         with _wire():
-            return int((self.rest.position() or {}).get("currentQty") or 0)
+            return contracts(self.rest.position())
 
     # ------------------------------------------------------------------ the live view
     def snapshot(self):

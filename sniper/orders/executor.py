@@ -176,6 +176,9 @@ class Executor:
 
     def _failed(self, status: str, error: str) -> None:
         self.last_status = status
+        self._note_error(error)
+
+    def _note_error(self, error: str) -> None:
         self.last_error = {"at": iso(self.clock.now()), "error": error}
 
     def _check_journal(self) -> None:
@@ -305,6 +308,7 @@ class Executor:
             self._next_dms = now + self.config.dead_mans_refresh_s
         except VenueError as exc:
             logger.warning("dead man's switch refresh failed: %s", exc)
+            self._note_error(f"dead man's switch refresh failed: {exc}")
 
     # ------------------------------------------------------------------ actions
     def _do(self, action: Action, snap, opened: list[OrderRecord], intent: Intent) -> str:

@@ -50,8 +50,18 @@ class Snapshot(Protocol):
 
 
 def position_of(snap: Snapshot) -> int:
-    """Signed contracts held, per the snapshot."""
-    return int((snap.position or {}).get("currentQty") or 0)
+    """Signed contracts held, per the snapshot (see `contracts`)."""
+    return contracts(snap.position)
+
+
+def contracts(row: Mapping | None) -> int:
+    """A position row's currentQty, 0 without a row. A currentQty that is no whole number (a
+    garbled row) raises VenueError: a position that cannot be read is unknown, and nothing may be
+    planned on it (int() would turn 1.9 into 1, or fail with a ValueError nobody expects)."""
+    qty = (row or {}).get("currentQty") or 0
+    if not isinstance(qty, int) or isinstance(qty, bool):
+        raise VenueError(f"unreadable position row: currentQty {qty!r}")
+    return qty
 
 
 class Venue(Protocol):
