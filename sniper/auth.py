@@ -67,7 +67,8 @@ def expired_skew(message: str | None, now: float) -> float | None:
     """How many seconds the exchange's clock is ahead of `now` (this host's), read from its
     "request has expired ... Current time: T" refusal; None when `message` is not that refusal."""
     match = _EXPIRED.search(message or "")
-    return None if match is None else int(match.group(1)) - now
+    # the exchange states whole seconds, truncated: its clock read T to T + 1 when it answered
+    return None if match is None else int(match.group(1)) + 0.5 - now
 
 
 def skew_message(skew: float, ttl: int = DEFAULT_TTL) -> str:

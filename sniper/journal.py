@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -71,11 +72,18 @@ class JournalUnwritable(Exception):
 
 
 def _unwritable(path: str, exc: sqlite3.Error) -> JournalUnwritable | None:
-    """`exc` as a JournalUnwritable when it says the storage refuses writes, else None."""
+    """`exc` as a JournalUnwritable when it says the storage refuses writes, else None. The file
+    system is asked why, since SQLite's words ("unable to open database file") often do not say."""
     text = str(exc).lower()
-    if isinstance(exc, sqlite3.OperationalError) and any(s in text for s in _STORAGE_ERRORS):
-        return JournalUnwritable(f"journal {path} cannot be written: {exc}")
-    return None
+    if not (isinstance(exc, sqlite3.OperationalError) and any(s in text for s in _STORAGE_ERRORS)):
+        return None
+    try:
+        fs = os.statvfs(Path(path).parent)
+        why = ("the file system is read-only" if fs.f_flag & os.ST_RDONLY
+               else "the disk is full" if fs.f_bavail == 0 else "")
+    except OSError as err:
+        why = f"its directory cannot be examined: {err.strerror}"
+    return JournalUnwritable(f"journal {path} cannot be written: {exc}" + (f" ({why})" if why else ""))
 
 
 @dataclass(frozen=True)
