@@ -10,6 +10,7 @@ import pywt
 from test_strategies_base import ACCOUNT, FEE, NO_FUNDING, T0, assert_no_look_ahead, decisions, minute_bars
 
 from sniper.config import FundingConfig, MotifConfig, TrendConfig
+from sniper.motif import MotifIndex
 from sniper.strategies import Funding, FundingStrategy, MotifStrategy, TrendStrategy
 from sniper.strategies.motif import causal_taps, claim, ema_weights
 
@@ -218,3 +219,52 @@ def test_wavelet_smoothing_never_sees_later_closes():
 def test_too_deep_a_wavelet_level_names_the_key():
     with pytest.raises(ValueError, match="strategy.motif.wavelet_level: 4 is deeper"):
         switch(dataclasses.replace(MotifConfig(), wavelet="db4", wavelet_level=4))
+
+
+# ------------------------------------------------------------------------------ searching ahead
+def sliding_decisions(strategy, bars, first, last, lookback):
+    """Decisions on bars[max(0, e - lookback): e] for e = first ... last - 1 (a backtest's views)."""
+    out = []
+    for e in range(first, last):
+        now = float(bars["time"][e - 1]) + 60
+        out.append(strategy.decide(bars[max(0, e - lookback): e], NO_FUNDING, ACCOUNT, now))
+    return out
+
+
+def neighbours(d):
+    return [(n["start"], n["distance"]) for n in d.seen["neighbours"]]
+
+
+@pytest.mark.parametrize("metric, wavelet", [("ed", None), ("dtw", None), ("ed", "db4")])
+def test_presearch_gives_the_same_decisions_as_searching_each_bar(metric, wavelet, monkeypatch):
+    """Across restarts of a sliding view (every 1,600 / 8 = 200 bars here): the same targets,
+    forecasts and neighbours, distances to the last bit; and no search was left to do."""
+    cfg = dataclasses.replace(SHARP, metric=metric, wavelet=wavelet)
+    bars = minute_bars(planted(1, n=3_000))
+    first, last, lookback = 1_700, 2_300, 1_600
+    searched = sliding_decisions(switch(cfg), bars, first, last, lookback)
+    ahead = switch(cfg)
+    ahead.presearch(bars, first, last, lookback)
+    assert len(ahead._ahead) == 3  # the first view's index, restarts at e = 1,901 and 2,102
+    calls = []
+    monkeypatch.setattr(ahead._index, "batch", lambda *a, **k: calls.append(a))  # an index made later
+    monkeypatch.setattr(MotifIndex, "batch", lambda *a, **k: calls.append(a))  # keeps the class's
+    for mine, theirs in zip(sliding_decisions(ahead, bars, first, last, lookback), searched, strict=True):
+        assert mine.target == theirs.target and mine.seen["logic"] == theirs.seen["logic"]
+        assert mine.seen["forecast"] == theirs.seen["forecast"] and neighbours(mine) == neighbours(theirs)
+    assert calls == [] and any(d.seen["logic"] == "motif" for d in searched)
+
+
+def test_presearched_neighbours_are_not_used_for_other_bars():
+    """A view whose bars differ from those presearched (here: one close changed) is searched as
+    usual, so it decides exactly as a strategy that never searched ahead."""
+    bars = minute_bars(planted(1, n=2_600))
+    other = bars.copy()
+    other["close"][2_150] *= 1.001
+    first, last, lookback = 2_100, 2_200, 2_000
+    ahead = switch(SHARP)
+    ahead.presearch(bars, first, last, lookback)
+    mine = sliding_decisions(ahead, other, first, last, lookback)
+    theirs = sliding_decisions(switch(SHARP), other, first, last, lookback)
+    assert [neighbours(d) for d in mine] == [neighbours(d) for d in theirs]
+    assert ahead._epoch is None  # dropped at the changed bar

@@ -41,12 +41,23 @@ causal series. wavelet_keep >= wavelet_level keeps every detail: the identity, n
 History and memory: the index holds every bar since the last (re)start. When the caller's view
 slides (drops old bars), the strategy starts again from the view once it has dropped more than
 an eighth of the view's length, so the search space stays within 9/8 of the lookback.
+
+Backtests (`presearch`): deciding bar by bar searches once per bar, on one core. A backtester
+that knows the views it will pass can have every search done ahead, on every core, by
+MotifIndex.batch: `presearch` replays the restarts those views cause, builds each index as the
+bar-by-bar path does (the restart's view at once, then one bar at a time, so every window's
+statistics are the same numbers) and searches all its positions in one batch. Each decision
+then takes its neighbours from memory: the same neighbours (the matcher's search of a position
+reads only the windows before it), so the same decisions. A view that differs from the bars
+presearched (other bars, another order) is searched as usual.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pywt
@@ -95,6 +106,41 @@ def claim(smoothed, threshold: float, agreement: float) -> int | None:
     return None
 
 
+def smoothed(closes: np.ndarray, taps: np.ndarray | None, start: int, stop: int) -> np.ndarray:
+    """The matched series at positions [start, stop) of `closes`: the closes, or their causal
+    smoothing by `taps` (NaN where fewer than len(taps) closes end at a position)."""
+    if taps is None:
+        return closes[start:stop]
+    m = len(taps)
+    out = np.full(stop - start, np.nan)
+    first = max(start, m - 1)
+    if first < stop:
+        out[first - start:] = sliding_window_view(closes[first - m + 1: stop], m) @ taps
+    return out
+
+
+@dataclass
+class _Ahead:
+    """Neighbours searched ahead (`MotifStrategy.presearch`) for the index of one (re)start:
+    the bars it holds from its origin (times, closes) and, for the positions first, first + 1,
+    ..., the starts and distances a search there returns."""
+
+    times: np.ndarray
+    closes: np.ndarray
+    first: int
+    starts: np.ndarray
+    dist: np.ndarray
+
+    def holds(self, n0: int, rows: np.ndarray) -> bool:
+        """Are `rows` the bars presearched at positions n0, n0 + 1, ...?"""
+        n = n0 + len(rows)
+        return (n <= len(self.times) and bool((self.times[n0:n] == rows["time"]).all())
+                and bool((self.closes[n0:n] == rows["close"]).all()))
+
+    def covers(self, positions: np.ndarray) -> bool:
+        return self.first <= positions[0] and positions[-1] < self.first + len(self.starts)
+
+
 class _Growing:
     """A float64 array that grows at the end (amortised O(1) appends)."""
 
@@ -131,6 +177,8 @@ class MotifStrategy:
         self._taps = (None if cfg.wavelet is None else
                       causal_taps(cfg.wavelet, cfg.wavelet_level, cfg.wavelet_keep, cfg.window))
         self._weights = ema_weights(cfg.forecast_ema)
+        self._ahead: dict[int, _Ahead] = {}  # origin bar time -> presearched neighbours
+        self._epoch: _Ahead | None = None  # those of the index in use, while its bars match
         self._cursor = BarCursor()
         self._restart(np.empty(0, dtype=[("time", "i8"), ("close", "f8")]))
 
@@ -141,11 +189,16 @@ class MotifStrategy:
         # per bar of the last S + H - 1: (raw forecast, neighbours' relative paths)
         self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=len(self._weights) + self.cfg.horizon - 1)
         self._latest: tuple[np.ndarray, np.ndarray] = (np.empty(0, dtype=np.intp), np.empty(0))
+        origin = int(bars["time"][0]) if len(bars) else None
+        self._epoch = self._ahead.pop(origin, None)
+        self._ahead = {t: a for t, a in self._ahead.items() if origin is None or t > origin}
         self._extend(bars)
 
     def _extend(self, rows: np.ndarray) -> None:
         """Append bars; search for the new bars that decisions still depend on."""
         n0 = len(self._closes.values)
+        if self._epoch is not None and not self._epoch.holds(n0, rows):
+            self._epoch = None
         self._times.extend(rows["time"].astype(np.float64))
         self._closes.extend(rows["close"])
         n = len(self._closes.values)
@@ -154,15 +207,7 @@ class MotifStrategy:
 
     def _matched(self, start: int, stop: int) -> np.ndarray:
         """The matched series at positions [start, stop): the closes, or their causal smoothing."""
-        closes = self._closes.values
-        if self._taps is None:
-            return closes[start:stop]
-        m = len(self._taps)
-        out = np.full(stop - start, np.nan)
-        first = max(start, m - 1)
-        if first < stop:
-            out[first - start:] = sliding_window_view(closes[first - m + 1: stop], m) @ self._taps
-        return out
+        return smoothed(self._closes.values, self._taps, start, stop)
 
     def _forecast(self, positions: np.ndarray) -> None:
         """Search the neighbours of each position (in order) and queue its forecast."""
@@ -171,14 +216,58 @@ class MotifStrategy:
         starts = np.full((len(positions), cfg.k), -1, dtype=np.intp)
         dist = np.full((len(positions), cfg.k), np.nan)
         if len(valid):
-            starts[len(positions) - len(valid):], dist[len(positions) - len(valid):] = (
-                self._index.batch(cfg.window, cfg.k, valid, **self._search))
+            epoch = self._epoch
+            if epoch is not None and epoch.covers(valid):
+                found = epoch.starts[valid - epoch.first], epoch.dist[valid - epoch.first]
+            else:
+                found = self._index.batch(cfg.window, cfg.k, valid, **self._search)
+            starts[len(positions) - len(valid):], dist[len(positions) - len(valid):] = found
         for s, d in zip(starts, dist, strict=True):
             s = s[s >= 0]
             end = s + cfg.window - 1
             paths = closes[end + cfg.horizon] / closes[end] - 1.0
             self._recent.append((float(paths.mean()) if len(paths) else 0.0, paths))
             self._latest = (s, d[: len(s)])
+
+    # ---------------------------------------------------------------- searching ahead
+    def presearch(self, bars: np.ndarray, first: int, last: int, lookback: int, *,
+                  progress: Callable[[int], None] | None = None) -> None:
+        """Search ahead for the decisions on bars[max(0, e - lookback): e], e = first ... last - 1,
+        made in that order on a fresh strategy (module docs); `progress(n)` is told of each n
+        positions searched. Decisions on other views search as usual."""
+        closes, times = bars["close"], bars["time"]
+        for origin, restart, stop in self._epochs(first, last, lookback):
+            x = np.ascontiguousarray(closes[origin: origin + stop], dtype=np.float64)
+            index = MotifIndex(smoothed(x, self._taps, 0, restart))
+            p0 = max(restart - self._recent.maxlen, self.cfg.window - 1)
+            found = [self._batch(index, np.arange(p0, restart))]
+            for p in range(restart, stop):  # one bar at a time, as `decide` appends them
+                index.append(smoothed(x, self._taps, p, p + 1))
+            found.append(self._batch(index, np.arange(max(restart, p0), stop)))
+            if progress is not None:
+                progress(stop - restart)
+            self._ahead[int(times[origin])] = _Ahead(times[origin: origin + stop], x, p0,
+                                                     *(np.concatenate(a) for a in zip(*found, strict=True)))
+
+    def _batch(self, index: MotifIndex, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        positions = positions[positions >= self.cfg.window - 1]
+        if not len(positions):
+            return np.empty((0, self.cfg.k), dtype=np.intp), np.empty((0, self.cfg.k))
+        return index.batch(self.cfg.window, self.cfg.k, positions, **self._search)
+
+    def _epochs(self, first: int, last: int, lookback: int) -> list[tuple[int, int, int]]:
+        """The indexes `decide` builds over those views: (origin bar, length at the (re)start,
+        final length), replaying its restarts (the first call and each trim of the view)."""
+        origin = max(0, first - lookback)
+        epochs, n = [[origin, first - origin, first - origin]], first - origin
+        for e in range(first + 1, last):
+            n += 1
+            view = e - max(0, e - lookback)
+            epochs[-1][2] = n
+            if n - view > view // TRIM_FRACTION:
+                n = view
+                epochs.append([e - view, view, view])
+        return [tuple(e) for e in epochs]
 
     # ---------------------------------------------------------------- the switch
     def _smoothed(self, raw: np.ndarray, i: int) -> tuple[float, float]:
