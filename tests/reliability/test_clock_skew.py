@@ -6,8 +6,8 @@ REST (ClockSkew) and at the daemon's start (StartError, which the daemon logs as
 from __future__ import annotations
 
 import pytest
+from rigging import soak
 
-from benchmarks import soak
 from sniper import config
 from sniper.app import StartError, build
 from sniper.auth import Credentials

@@ -9,12 +9,12 @@ everything it wrote is scanned for the API secret and for request signatures."""
 from __future__ import annotations
 
 import re
+import statistics
 import time
 
 import pytest
-from conftest import FAST, wait_until
+from rigging import FAST, report, soak, wait_until
 
-from benchmarks import soak
 from sniper import auth
 from sniper.config import SIM_DEMO_SECRET
 
@@ -29,18 +29,23 @@ def _mentions(daemon: soak.Daemon, key: str, *words: str):
     return status if any(w in text for w in words) else None
 
 
-def _recovered(daemon: soak.Daemon, timeout: float, what: str) -> dict:
-    return wait_until(lambda: (s := daemon.health()) and soak.working_now(s) and s, timeout, what)
+def _recovered(daemon: soak.Daemon, timeout: float, what: str, since: float, took: list[float]) -> dict:
+    """/health once trading again (healthy, executor working, position at target); the time since
+    the fault's end goes to `took`."""
+    status = wait_until(lambda: (s := daemon.health()) and soak.working_now(s) and s, timeout, what, poll=0.05)
+    took.append(time.monotonic() - since)
+    return status
 
 
 @pytest.fixture(scope="module")
-def faulted_run(tmp_path_factory):
+def faulted_run(tmp_path_factory, request):
     """One run through every fault (see the module); yields what the tests judge."""
     workdir = tmp_path_factory.mktemp("faults")
     sim = soak.start_sim(workdir, speed=60, msg_rate=200)
     daemon = soak.Daemon(workdir, sim.url, level="DEBUG", overrides=FAST)
     exchange = soak.Exchange(sim.url)
     seen: dict[str, dict] = {}
+    took: list[float] = []  # seconds from each fault's end to trading again
     try:
         daemon.start()
         daemon.wait_healthy()
@@ -59,12 +64,14 @@ def faulted_run(tmp_path_factory):
                                         f"/health naming the websocket {name}")
                 assert seen[name]["reconnects"] > before or not seen[name]["ready"]
             time.sleep(body.get("seconds", 0))
+            ended = time.monotonic()
             seen[f"{name} recovered"] = wait_until(
                 lambda: (s := daemon.health()) and s["ready"] and s["data_age_s"] < 1.0 and s, 15,
-                f"fresh data again after the websocket {name}")
+                f"fresh data again after the websocket {name}", poll=0.05)
+            took.append(time.monotonic() - ended)
         assert time.monotonic() < storm_end, "the websocket faults outlasted the storm: lengthen STORM_S"
         time.sleep(max(0.0, storm_end - time.monotonic()))
-        seen["storm recovered"] = _recovered(daemon, 20, "trading again after the 503 storm")
+        seen["storm recovered"] = _recovered(daemon, 20, "trading again after the 503 storm", storm_end, took)
         for name, body, words in (
                 ("429", {"mode": "ratelimit", "seconds": 3}, ("RateLimited", "429")),
                 # held past the client's 5 s read timeout, after the exchange applied the request
@@ -76,12 +83,16 @@ def faulted_run(tmp_path_factory):
                 seen[name] = wait_until(lambda w=words: _mentions(daemon, "rest_last_error", *w), body["seconds"],
                                         f"/health naming the {name}")
             time.sleep(body["seconds"])
-            seen[f"{name} recovered"] = _recovered(daemon, 20, f"trading again after the {name}")
+            seen[f"{name} recovered"] = _recovered(daemon, 20, f"trading again after the {name}", time.monotonic(),
+                                                   took)
         final = soak.settle(daemon, sim, exchange, timeout=30)
         seen["metrics"] = {"text": daemon.metrics()}
         target = (final.get("target") or {}).get("qty")
         exit_status = daemon.terminate()
         found = soak.audit(exchange, workdir / "journal.sqlite", target)
+        report(request, f"faults injected 7, recoveries {len(took)}, time to recover p50 "
+               f"{statistics.median(took):.2f} s max {max(took):.2f} s, orders sent {found['orders']}, "
+               f"duplicates {found['duplicates']}, orphans {len(found['orphans'])}")
         yield {"workdir": workdir, "seen": seen, "final": final, "found": found, "exit": exit_status}
     finally:
         daemon.close()

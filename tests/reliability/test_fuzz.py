@@ -29,6 +29,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
+from rigging import report
 
 from sniper.auth import Credentials
 from sniper.clock import SimClock
@@ -46,12 +47,8 @@ INPUTS: Counter[str] = Counter()  # generated inputs fed to the parsers, reporte
 @pytest.fixture(scope="module", autouse=True)
 def report_inputs(request):
     yield
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"fuzz inputs ({EXAMPLES} examples a test): " +
-                                ", ".join(f"{k} {v:,}" for k, v in sorted(INPUTS.items())))
+    report(request, f"fuzz inputs ({EXAMPLES} examples a test): " +
+           ", ".join(f"{k} {v:,}" for k, v in sorted(INPUTS.items())))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

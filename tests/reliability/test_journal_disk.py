@@ -16,9 +16,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import FAST, wait_until
-
-from benchmarks import soak
+from rigging import FAST, soak, trading, wait_until
 
 STOPPED = "trading stopped"
 RESUMED = "journal writable again: trading resumes"
@@ -76,10 +74,13 @@ def stopped_then_resumed(daemon, exchange, break_disk, mend_disk) -> None:
     assert log_lines(daemon, RESUMED) == 1
 
 
-def test_disk_full_stops_and_resumes_trading_and_a_read_only_disk_stops_the_start(rig, small_disk):
+def test_disk_full_stops_and_resumes_trading_and_a_read_only_disk_stops_the_start(tmp_path, small_disk):
     journal = small_disk / "journal.sqlite"
-    sim, daemon, exchange = rig(speed=240, rate_limit=0,
-                                overrides={**FAST, "paths": {"journal": str(journal)}})
+    with trading(tmp_path, speed=240, rate_limit=0, overrides={**FAST, "paths": {"journal": str(journal)}}) as rigged:
+        full_then_read_only(small_disk, journal, *rigged)
+
+
+def full_then_read_only(small_disk, journal, sim, daemon, exchange) -> None:
     stopped_then_resumed(daemon, exchange, lambda: fill(small_disk), lambda: os.remove(small_disk / "filler"))
     assert daemon.terminate() == 0
     # read-only: Linux refuses to remount a file system read-only while a process holds a file

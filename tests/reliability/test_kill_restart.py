@@ -8,16 +8,18 @@ from __future__ import annotations
 import random
 import time
 
-from conftest import wait_until
-
-from benchmarks import soak
+from rigging import soak, trading, wait_until
 
 KILLS = 20
 HOLD_MS = 200  # the exchange holds each REST request this long: an order write is in flight for it
 
 
-def test_sigkill_mid_cycle_and_restart_20_times(rig):
-    sim, daemon, exchange = rig(speed=600, rate_limit=0)  # 20 starts a minute would spend any budget
+def test_sigkill_mid_cycle_and_restart_20_times(tmp_path):
+    with trading(tmp_path, speed=600, rate_limit=0) as rigged:  # 20 starts a minute would spend any budget
+        kill_and_restart(*rigged)
+
+
+def kill_and_restart(sim, daemon, exchange) -> None:
     rng = random.Random(11)
     in_flight = most_working = 0
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import time
 
-from conftest import FAST, wait_until
+from rigging import FAST, soak, wait_until
 
-from benchmarks import soak
 from sniper import config
 from sniper.app import build
 
