@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))  # benchmarks/ is a directory beside the package, 
 from benchmarks import soak  # noqa: E402
 
 # a daemon that notices a dead or stalled socket in seconds, renews the dead man's switch every
-# second (so a REST fault shows in /health at once) and trades a bar a second (speed 60)
+# second (so a REST fault shows in /health at once)
 FAST = {"websocket": {"ping_interval_s": 0.5, "dead_after_s": 2.0, "stale_after_s": 3.0,
                       "backoff_initial_s": 0.1, "backoff_max_s": 1.0},
         "execution": {"dead_mans_refresh_s": 1.0}}

@@ -41,7 +41,7 @@ def _recovered(daemon: soak.Daemon, timeout: float, what: str, since: float, too
 def faulted_run(tmp_path_factory, request):
     """One run through every fault (see the module); yields what the tests judge."""
     workdir = tmp_path_factory.mktemp("faults")
-    sim = soak.start_sim(workdir, speed=60, msg_rate=200)
+    sim = soak.start_sim(workdir, speed=240, msg_rate=200, rate_limit=0)  # a target change every second or two
     daemon = soak.Daemon(workdir, sim.url, level="DEBUG", overrides=FAST)
     exchange = soak.Exchange(sim.url)
     seen: dict[str, dict] = {}
@@ -102,7 +102,7 @@ def faulted_run(tmp_path_factory, request):
 def test_every_fault_is_survived_and_the_exchange_agrees(faulted_run):
     found = faulted_run["found"]
     assert faulted_run["exit"] == 0
-    assert found["orders"] >= 5, f"too little trading to judge: {found}"
+    assert found["orders"] >= 8, f"too little trading to judge: {found}"
     assert soak.audit_failures(found) == [], found
     assert faulted_run["final"]["journal"] == "ok"
 
