@@ -11,7 +11,9 @@ Data: the real XBTUSD minutes and funding in ../shared/data or $SNIPER_SHARED_DA
       bar (1x here, so that neither engine is ruined and both run the whole year); backtesting.py
       re-sizes its position every bar too (prices in micro-XBT so that whole units can follow);
    b. the signal alone: a fixed position flipped only when the slope turns (backtesting.py's
-      natural form, fixed units; sniper's target capped by risk.max_position, 1,000 contracts).
+      natural form, fixed units; sniper's target capped by risk.max_position, 1,000 contracts),
+      with the time TrendStrategy.decide alone takes over the same views (the daemon's strategy
+      object deciding every bar: more than backtesting.py's whole loop, so b stays under 1).
    Ratios are backtesting.py's time over sniper's. The floor: a >= 1.
 2. motif, a decision every bar over the same year: ED (the floor: under 15 minutes on this
    machine), then the shipped DTW defaults on the first DAYS days of 2018, per decision and
@@ -106,6 +108,21 @@ def backtesting_py(bars: np.ndarray, resize: bool) -> tuple[float, int]:
     return time.perf_counter() - t0, int(stats["# Trades"])
 
 
+def decide_alone(cfg, bars) -> float:
+    """Seconds of TrendStrategy.decide alone over the year's views, with one fixed Account: the
+    part of a backtest no engine can save, the daemon's strategy object deciding every bar."""
+    from sniper import strategies
+
+    strategy = strategies.build(cfg.strategy, taker_fee=FEE)
+    account, funding = strategies.Account(margin_balance_xbt=1.0, mark=10_000.0), strategies.Funding(None, None)
+    first, last = np.searchsorted(bars["time"], YEAR[0]), np.searchsorted(bars["time"], YEAR[1])
+    lookback, decide = cfg.strategy.lookback_minutes, strategy.decide
+    t0 = time.perf_counter()
+    for i in range(first - 1, last - 1):
+        decide(bars[max(0, i + 1 - lookback): i + 1], funding, account, 0.0)
+    return time.perf_counter() - t0
+
+
 def sniper_run(cfg, bars, funding, start=YEAR[0], end=YEAR[1]):
     t0 = time.perf_counter()
     result = run(cfg, bars, funding, start=start, end=end, slippage=0.0)
@@ -141,6 +158,10 @@ def main(argv: list[str]) -> int:
         if resize:
             ok &= ratio >= 1.0
             print(f"  floor: ratio >= 1 for the same rule: {'met' if ratio >= 1 else 'NOT MET'}")
+        else:
+            alone = decide_alone(cfg, bars)
+            print(f"  {'':<34} of sniper's time, the trend strategy's own decide() on the same views: {alone:.2f} s "
+                  f"({alone / theirs:.2f}x backtesting.py's whole run)")
     if args.skip_motif:
         return 0 if ok else 1
 

@@ -105,33 +105,47 @@ def exchange_at(price: float) -> Exchange:
 
 
 def test_bar_fills_book_like_the_simulator_to_the_satoshi():
-    """The same fills, a settlement and a liquidation on the bars model and on the exchange:
-    the same wallet, position cost, liquidation price and bankruptcy close."""
-    bars = bars_of(T - 300, [8000.0, 8000.0, 8000.0, 8000.0, 8000.0, (8000, 8000, 6000, 6500)])
+    """The same fills (taker, then maker), a settlement and a liquidation on the bars model and on
+    the exchange: the same wallet, position cost, funding, liquidation price and bankruptcy close."""
+    bars = bars_of(T - 300, [8000.0] * 5 + [(8000, 8001, 8000, 8000), (8000, 8000, 6000, 6500)])
     contract = Contract.of(feed.load_instrument() | {"tickSize": 0.5, "lotSize": 1})
     clock = SimClock(T - 300, 0.0)
     risk = backtest_risk(dataclasses.replace(SIM, risk=RiskConfig(max_position=10**6, max_leverage=100.0,
                                                                   daily_loss_limit_xbt=10.0)), clock)
     model = BarFills(bars, 1, len(bars), contract=contract, balance_xbt=0.05, risk=risk, clock=clock, slippage=0.0)
     ex = exchange_at(8000.0)
+    acct = ex._accounts["k"]
+
+    def same():
+        assert (model.acct.qty, model.acct.cost, model.acct.wallet) == (acct.qty, acct.cost, acct.wallet)
+        assert model._liq == ex._margins(acct).liq
+
     for i in range(0, 4):
         model.advance(i, ())
-    model.pursue(Target(2000, "market"))  # at the close of bar 3: 8,000
+    model.pursue(Target(2000, "market"))  # at the close of bar 3: 8,000, taker
     ex.place_order("k", symbol="XBTUSD", side=BUY, orderQty=2000, price=8010, ordType="Limit", timeInForce=IOC)
     model.advance(4, ((float(T), 0.001),))  # the settlement at T, mark 8,000
     ex.set_mark_price(8000.0)
     ex.clock.advance(600)
     ex.advance()
-    acct = ex._accounts["k"]
-    assert (model.acct.qty, model.acct.cost, model.acct.wallet) == (acct.qty, acct.cost, acct.wallet)
+    same()
     assert model.acct.funding_paid == acct.funding_paid == 25_000  # 25,000,000 x 0.001
-    assert model._liq == ex._margins(acct).liq
-    model.advance(5, ())  # the bar's low (6,000) is through the liquidation price
+    model.pursue(Target(1500, "passive"))  # a sell of 500 rests at 8,000.5; bar 5 trades through it
+    model.advance(5, ())
+    ex.place_order("k", symbol="XBTUSD", side=SELL, orderQty=500, price=8000.5, ordType="Limit",
+                   execInst="ParticipateDoNotInitiate")
+    ex.set_level(SELL, 8000.0, 0)
+    ex.market_order(BUY, 500, 8001.0)
+    same()
+    assert model.ledger.fills[-1] == (T + 30, -500, 8000.5, -1_562, "maker")  # round(6,249,609 x -0.025 %)
+    assert ex.executions("k")[-1]["execComm"] == -1_562
+    assert model._liq == 6356.0
+    model.advance(6, ())  # the bar's low (6,000) is through that liquidation price
     ex.set_mark_price(6000.0)
     assert model.acct.qty == acct.qty == 0
     assert model.acct.wallet == acct.wallet
     liquidation = model.ledger.fills[-1]
-    assert liquidation[1:] == (-2000, ex.executions("k")[-1]["lastPx"], 0, "liquidation")
+    assert liquidation[1:] == (-1500, ex.executions("k")[-1]["lastPx"], 0, "liquidation")
 
 
 def test_statistics_and_round_trips_by_hand():

@@ -5,7 +5,9 @@ liquidation, the funding settlements due), the strategy decides on the bars up t
 (a sliding view of `strategy.lookback_minutes`, as the daemon's), the risk gate caps the
 target and the model pursues it. Nothing after a close reaches a decision made at it: the view
 ends there, the funding it sees is what was announced and settled by then, the instrument is
-read from the history before the start. Bars before `start` are history (warm-up, the motif
+read from the history before the start, and the motif strategy's searches done ahead over the
+whole span (`presearch`) each read only the windows before their bar (tests/test_backtest_lookahead
+replaces every bar after t with noise). Bars before `start` are history (warm-up, the motif
 search space) and never traded; the run ends at the close of the last bar before `end`, an
 open position marked there.
 

@@ -7,7 +7,9 @@ Returns are of the account's value in USD (margin balance in XBT x the XBTUSD cl
 the report's equity figure draws; buy-and-hold is holding the starting XBT over the same span,
 so both are measured in the same unit. The XBT figures (`*_xbt`) say what the account itself
 gained. Sharpe and Sortino are annualised from daily returns (UTC days; hourly ones for spans
-under MIN_DAYS days), with no risk-free rate.
+under MIN_DAYS days), with no risk-free rate. Exposure is the share of traded bars that closed
+with a position held; fees are net of maker rebates (> 0 paid); `trades` and `win_rate` count
+closed round trips (a position still open at the end is in trades.csv, marked `open`).
 """
 
 from __future__ import annotations
