@@ -177,6 +177,16 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """`sniper train`'s defaults (its options override them): what a search maximises and how."""
+
+    objective: str = _rule("sharpe", choices=("return", "sharpe", "calmar"))  # net of fees and funding
+    method: str = _rule("de", choices=("de", "random", "grid"))
+    budget: int = _rule(200, lo=1, hi=1_000_000)  # backtests at the most
+    seed: int = _rule(1, lo=0)
+
+
+@dataclass(frozen=True)
 class RiskConfig:
     max_position: int = _rule(1000, lo=0)
     max_leverage: float = _rule(3.0, positive=True, hi=100.0)
@@ -243,6 +253,7 @@ class Config:
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     risk: RiskConfig = field(default_factory=RiskConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     websocket: WebsocketConfig = field(default_factory=WebsocketConfig)
