@@ -8,9 +8,9 @@ import collections
 import numpy as np
 import pytest
 
+from sniper import history
 from sniper.clock import SimClock
 from sniper.model import BAR_DTYPE, parse_time
-from sniper.sim import feed as feed_module
 from sniper.sim.exchange import Exchange
 from sniper.sim.feed import (
     DEFAULT_BARS,
@@ -44,8 +44,11 @@ def trades_of(messages):
     return [r for t, _, rows, _ in messages if t == "trade" for r in rows]
 
 
-def test_feed_bars_are_the_model_bars():
-    assert feed_module.BAR_DTYPE is BAR_DTYPE and load_bars().dtype == BAR_DTYPE
+def test_feed_bars_are_the_model_bars_read_by_the_one_loader():
+    bars = load_bars()
+    assert bars.dtype == BAR_DTYPE and np.array_equal(bars, history.load_bars_csv(DEFAULT_BARS))
+    times, rates = history.load_funding_csv(DEFAULT_FUNDING)
+    assert load_funding() == list(zip(times.tolist(), rates.tolist(), strict=True))
 
 
 def test_bundled_sample_is_small_real_and_tick_aligned():
@@ -226,17 +229,18 @@ def test_instrument_for_follows_the_bars_era():
     assert default_start(bars) == bars["time"][0]
 
 
-def test_load_bars_rejects_bad_files(tmp_path):
+def test_load_bars_rejects_bad_files_naming_the_line_and_field(tmp_path):
     bad = tmp_path / "bars.csv"
-    bad.write_text("time,open,high,low,close\n0,1,1,1,1\n")
-    with pytest.raises(ValueError, match="missing columns"):
-        load_bars(bad)
-    bad.write_text("time,open,high,low,close,volume\n60,1,1,1,1,1\n0,1,1,1,1,1\n")
-    with pytest.raises(ValueError, match="increasing"):
-        load_bars(bad)
-    bad.write_text("time,open,high,low,close,volume\n0,1,1,2,1,1\n")
-    with pytest.raises(ValueError, match="low <= close <= high"):
-        load_bars(bad)
+    for text, match in (("time,open,high,low,close\n0,1,1,1,1\n", "missing column.*volume"),
+                        ("time,open,high,low,close,volume\n60,1,1,1,1,1\n0,1,1,1,1,1\n",
+                         "line 3 .*: time .*out of order"),
+                        ("time,open,high,low,close,volume\n0,1,1,2,1,1\n", "line 2 .*: low 2 is above high 1"),
+                        ("time,open,high,low,close,volume\n", "no bars")):
+        bad.write_text(text)
+        with pytest.raises(history.HistoryError, match=match):
+            load_bars(bad)
+    with pytest.raises(history.HistoryError, match="no bars"):
+        Feed(Exchange(load_instrument(), SimClock(0.0, speed=0)), load_bars()[:0])
 
 
 def test_replayed_liquidity_taken_by_an_account_is_restored():

@@ -16,6 +16,7 @@ import requests
 
 from sniper.model import parse_time
 from sniper.sim import feed
+from sniper.sim.rest_api import RestApi
 
 START = 1542585600 + 2 * 86400 + 3 * 3600 + 17 * 60 + 30  # 2018-11-21T03:17:30Z, 2 days into the replay
 
@@ -74,6 +75,18 @@ def assert_fits(swagger: dict, model: str, row: dict) -> None:
             assert isinstance(value, JSON_TYPES[spec["type"]]), f"{model}.{name}={value!r}"
         if spec.get("format") == "date-time":
             assert value.endswith("Z") and len(value) == 24, f"{model}.{name}={value!r}"
+
+
+def test_route_parameters_are_the_official_schemas(swagger):
+    """Each route validates the parameters swagger.json gives it, with its type and format (a
+    few it has no use for, such as targetAccountId, are left out and so ignored)."""
+    routes = RestApi(None, None, clock=None, real_clock=None, faults=None, limiter=None, counters=None).routes
+    for route in routes:
+        official = {p["name"]: (p["type"], p.get("format"))
+                    for p in swagger["paths"][route.path][route.method.lower()].get("parameters", [])}
+        ours = {name: kind.swagger for name, kind in route.schema.items()}
+        assert ours.items() <= official.items(), (route.method, route.path, set(ours.items()) - set(official.items()))
+        assert set(official) - set(ours) <= {"targetAccountId", "targetAccountIds"}, (route.method, route.path)
 
 
 def test_responses_fit_the_official_schema(sim, swagger):

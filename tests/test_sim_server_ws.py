@@ -236,6 +236,23 @@ def test_subscribe_errors_and_unsubscribe(sim_server):
     assert "frobnicate" in ws.until(lambda m: "error" in m)["error"]
 
 
+def test_the_top_25_book_can_be_subscribed_again_after_its_last_subscriber_left(sim_server):
+    """The shared top-25 image outlives its subscribers until the next book change; a new
+    subscriber then gets a fresh partial (it used to find the image dropped and lose the socket)."""
+    for _ in range(2):
+        ws = sim_server.ws()
+        ws.send({"op": "subscribe", "args": ["orderBookL2_25:XBTUSD"]})
+        partial = ws.until(lambda m: m.get("table") == "orderBookL2_25")
+        assert partial["action"] == "partial" and len(partial["data"]) == 50
+        ws.send({"op": "unsubscribe", "args": ["orderBookL2_25:XBTUSD"]})
+        assert ws.until(lambda m: "unsubscribe" in m)["success"] is True
+        ws.send({"op": "subscribe", "args": ["orderBookL2_25:XBTUSD"]})
+        again = ws.until(lambda m: m.get("table") == "orderBookL2_25")
+        assert again["action"] == "partial" and book_of(again["data"]) == book_of(partial["data"])
+        ws.barrier()
+        ws.close()  # the second round starts with the image kept by a closed connection
+
+
 def test_cancel_all_after_over_websocket(sim_server):
     ws = sim_server.ws()
     ws.send({"op": "cancelAllAfter", "args": 1000})

@@ -60,6 +60,8 @@ from sniper.sim.rows import (
     ERR_BALANCE,
     ERR_CANCEL_STATE,
     ERR_NOT_FOUND,
+    ERR_TIMEOUT,
+    LAST_TIMESTAMP,
     TEXT_CANCEL_ALL_AFTER,
     TEXT_CANCELED,
     TEXT_LIQUIDATION,
@@ -375,15 +377,19 @@ class Exchange:
 
     def cancel_all_after(self, api_key: str, timeout_ms: int) -> dict:
         """Dead man's switch: cancel all the account's orders `timeout_ms` from now
-        unless called again; 0 disarms it."""
+        unless called again; 0 disarms it. A deadline past the last time a timestamp can
+        write is refused (400) and leaves the switch as it was."""
         acct = self._account(api_key)
         now = self.now()
         timeout = float(timeout_ms or 0)
         if timeout <= 0:
             acct.cancel_at = None
             return {"now": iso(now), "cancelTime": 0}
-        acct.cancel_at = now + timeout / 1000.0
-        return {"now": iso(now), "cancelTime": iso(acct.cancel_at)}
+        deadline = now + timeout / 1000.0
+        if not deadline <= LAST_TIMESTAMP:
+            raise ExchangeError(400, ERR_TIMEOUT, "ValidationError")
+        acct.cancel_at = deadline
+        return {"now": iso(now), "cancelTime": iso(deadline)}
 
     # ------------------------------------------------------------------ margin
     def _imr(self, acct: Account) -> float:
@@ -579,6 +585,18 @@ class Exchange:
 
     def executions(self, api_key: str) -> list[dict]:
         return list(self._account(api_key).executions)
+
+    def account_state(self, api_key: str) -> dict:
+        """Everything a request can change of an account, as one comparable dict: its orders
+        (open ones in full), executions, position, margin mode, wallet and dead man's switch.
+        Lets a test or a rehearsal see that a refused request changed nothing."""
+        acct = self._account(api_key)
+        return {
+            "open": [[o.id, o.clid, o.side, o.price, o.qty, o.leaves, o.text] for o in acct.open.values()],
+            "orders": len(acct.orders), "executions": len(acct.executions), "qty": acct.qty, "cost": acct.cost,
+            "cross": acct.cross, "leverage": acct.leverage, "wallet": acct.wallet,
+            "cancelAt": None if acct.cancel_at is None else iso(acct.cancel_at),
+        }
 
 
 def _id_list(value) -> list[str]:

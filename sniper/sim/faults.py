@@ -20,6 +20,7 @@ from sniper.clock import RealClock
 # overload: REST 503; ratelimit: REST 429; reject: a share of new orders rejected (400);
 # timeout: REST replies held back delay_ms (a client with a shorter timeout loses the reply).
 MODES = ("drop", "stall", "delay", "overload", "ratelimit", "reject", "timeout")
+REFILL_S = 60.0  # an empty rate-limit budget is full again after this long
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,12 @@ class Faults:
 
     def set(self, mode: str, seconds: float | None = None, delay_ms: int = 0, share: float = 1.0,
             after_commit: bool = False) -> Fault:
-        """Switch `mode` on (replacing an earlier setting of the same mode). Raises ValueError."""
+        """Switch `mode` on (replacing an earlier setting of the same mode). The values are of
+        their types and ranges (the control endpoint's schema checks them: seconds >= 0,
+        delay_ms >= 0, share in [0, 1]); what is left to refuse here, with ValueError, is an
+        unknown mode and a delay or timeout of no length."""
         if mode not in MODES:
             raise ValueError(f"unknown fault mode {mode!r}; expected one of {', '.join(MODES)}")
-        if seconds is not None and (not isinstance(seconds, (int, float)) or seconds < 0):
-            raise ValueError("seconds must be a number >= 0")
-        if not isinstance(delay_ms, int) or delay_ms < 0:
-            raise ValueError("delay_ms must be an integer >= 0")
-        if not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
-            raise ValueError("share must be a number in [0, 1]")
         if mode in ("delay", "timeout") and delay_ms == 0:
             raise ValueError(f"mode {mode!r} needs delay_ms > 0")
         until = math.inf if seconds is None else time.monotonic() + seconds
@@ -102,7 +100,12 @@ class Allowance:
 
 class RateLimiter:
     """BitMEX-style budget: `per_minute` requests per key, refilled continuously
-    (a token bucket of that size), reported in the x-ratelimit-* headers."""
+    (a token bucket of that size), reported in the x-ratelimit-* headers.
+
+    A budget that has refilled is the same as one never used, so it is forgotten: at most
+    once per refill period the full ones are swept away, and memory follows the keys seen in
+    the last minute or so rather than every key ever seen (`budgets` counts them).
+    `clock` gives both wall time (the reset header) and monotonic time (refills)."""
 
     def __init__(self, per_minute: int, clock=None) -> None:
         if per_minute < 1:
@@ -111,9 +114,17 @@ class RateLimiter:
         self._rate = self.limit / 60.0
         self._clock = clock or RealClock()
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at monotonic)
+        self._swept = self._clock.monotonic()
+
+    @property
+    def budgets(self) -> int:
+        """How many keys' budgets are tracked (the ones not yet refilled, give or take a minute)."""
+        return len(self._buckets)
 
     def take(self, key: str) -> Allowance:
-        now = time.monotonic()
+        now = self._clock.monotonic()
+        if now - self._swept >= REFILL_S:
+            self._sweep(now)
         tokens, at = self._buckets.get(key, (float(self.limit), now))
         tokens = min(float(self.limit), tokens + (now - at) * self._rate)
         allowed = tokens >= 1.0
@@ -124,3 +135,8 @@ class RateLimiter:
         reset = int(math.ceil(wall + (self.limit - tokens) / self._rate))
         retry = 0 if allowed else max(1, int(math.ceil((1.0 - tokens) / self._rate)))
         return Allowance(allowed, self.limit, int(tokens), reset, retry)
+
+    def _sweep(self, now: float) -> None:
+        self._buckets = {key: (tokens, at) for key, (tokens, at) in self._buckets.items()
+                         if tokens + (now - at) * self._rate < self.limit}
+        self._swept = now

@@ -34,9 +34,9 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from sniper.model import BAR_DTYPE, BUY, SELL
+from sniper import history
+from sniper.model import BUY, SELL
 from sniper.sim.exchange import Exchange
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -51,38 +51,25 @@ SIZE_GROWTH = 0.04  # median level size grows 4 % per tick away from the touch
 
 
 def load_bars(path: str | Path = DEFAULT_BARS) -> np.ndarray:
-    """Bars CSV (time, open, high, low, close, volume; gzip allowed) -> structured array
-    sorted by time. Raises ValueError naming the problem."""
-    df = pd.read_csv(path)
-    missing = [c for c in BAR_DTYPE.names if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
-    return _as_bars(df)
+    """A bars CSV(.gz) (time = bar open, open, high, low, close, volume), the bundled minutes by
+    default, read and checked by sniper.history: a bad file raises HistoryError naming it, the
+    line and the field."""
+    return _as_bars(history.load_bars_csv(path), str(path))
 
 
-def _as_bars(bars) -> np.ndarray:
-    if isinstance(bars, np.ndarray) and bars.dtype == BAR_DTYPE:
-        out = bars
-    else:
-        df = pd.DataFrame(bars)
-        out = np.empty(len(df), dtype=BAR_DTYPE)
-        for name in BAR_DTYPE.names:
-            out[name] = df[name].to_numpy()
-    if len(out) == 0:
-        raise ValueError("no bars")
-    if np.any(np.diff(out["time"]) <= 0):
-        raise ValueError("bar times must be strictly increasing")
-    if np.any(out["low"] > out["high"]) or np.any(out["close"] > out["high"]) or np.any(out["close"] < out["low"]):
-        raise ValueError("bars must satisfy low <= close <= high")
-    return out
+def _as_bars(bars, source: str = "bars") -> np.ndarray:
+    """`bars` (a BAR_DTYPE array) once history's checks hold and there is a minute to replay;
+    HistoryError naming `source` otherwise."""
+    if len(bars) == 0:
+        raise history.HistoryError(f"{source}: no bars (a replay needs at least one minute)")
+    return history.check_bars(bars, source)
 
 
 def load_funding(path: str | Path = DEFAULT_FUNDING) -> list[tuple[float, float]]:
-    """Funding CSV (time, funding_rate) -> [(settlement epoch, rate)] sorted by time."""
-    df = pd.read_csv(path)
-    rate = "funding_rate" if "funding_rate" in df.columns else "funding"
-    df = df.sort_values("time")
-    return [(float(t), float(r)) for t, r in zip(df["time"], df[rate], strict=True)]
+    """A funding CSV (time = settlement, funding_rate), the bundled rates by default, read and
+    checked by sniper.history -> [(settlement epoch, rate)] in time order."""
+    times, rates = history.load_funding_csv(path)
+    return list(zip(times.astype(float).tolist(), rates.tolist(), strict=True))
 
 
 def load_instrument(path: str | Path = DEFAULT_INSTRUMENT) -> dict:

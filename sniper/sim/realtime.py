@@ -21,6 +21,8 @@ from aiohttp import WSMsgType, web
 from sniper.model import iso
 from sniper.sim import tables
 from sniper.sim.access import AuthError, check_signature
+from sniper.sim.params import TIMEOUT_MS, Invalid
+from sniper.sim.rows import ExchangeError
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +265,14 @@ class Hub:
             conn.send_obj(_error(401, MSG_NEEDS_AUTH, request))
             return
         timeout = args[0] if isinstance(args, list) and len(args) == 1 else args
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        try:
+            reply = self.exchange.cancel_all_after(conn.api_key, int(TIMEOUT_MS("timeout", timeout)))
+        except Invalid:
             conn.send_obj(_error(400, MSG_CANCEL_ARGS, request))
             return
-        reply = self.exchange.cancel_all_after(conn.api_key, int(timeout))
+        except ExchangeError as exc:
+            conn.send_obj(_error(exc.status, exc.message, request))
+            return
         conn.send_obj({**reply, "request": request})
 
     def _parse_topic(self, topic) -> tuple[str, str | None, str | None]:
@@ -294,10 +300,10 @@ class Hub:
         if table == "orderBookL2":
             rows = ex.l2_rows()
         elif table == "orderBookL2_25":
+            if self._book25 is not None:
+                self._flush_book25()  # up to date before it is copied (dropped when nobody listens any more)
             if self._book25 is None:
                 self._book25 = {(r["side"], r["id"]): r for r in ex.l2_rows(25)}
-            else:
-                self._flush_book25()  # bring the shared image up to date before copying it
             rows = list(self._book25.values())
         elif table == "quote":
             rows = [ex.quote_row()]

@@ -1,16 +1,18 @@
 """The simulator's REST side: BitMEX's `/api/v1` over the exchange model.
 
-Each endpoint is a plain function of (api key, parameters) returning rows; the
-request pipeline around it (`RestApi.serve`) does what BitMEX does before and
-after: fault injection, the rate-limit budget and its headers, signature
-checks, parameter parsing (query string, form-encoded or JSON body) and the
-`{"error": {"message", "name"}}` bodies.
+Each endpoint is a plain function of (api key, parameters) returning rows, listed in
+`RestApi.routes` with the parameters BitMEX's schema gives it (kinds of params.py). The
+request pipeline around it (`RestApi.serve`) does what BitMEX does before and after: fault
+injection, signature checks, the rate-limit budget and its headers, parameter parsing (query
+string, form-encoded or JSON body) and validation, and the `{"error": {"message", "name"}}`
+bodies. A handler only ever sees the parameters its route declares, of their declared types.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 import orjson
@@ -19,6 +21,18 @@ from aiohttp import web
 from sniper.model import OPEN_ORD_STATUSES, parse_time
 from sniper.sim.access import AuthError, check_signature
 from sniper.sim.buckets import BIN_SECONDS, MAX_COUNT
+from sniper.sim.params import (
+    BOOLEAN,
+    DATE_TIME,
+    FILTER,
+    INTEGER,
+    NAMES,
+    NUMBER,
+    TEXT,
+    TIMEOUT_MS,
+    Invalid,
+    validate,
+)
 from sniper.sim.rows import ExchangeError
 
 API_PREFIX = "/api/v1"
@@ -26,18 +40,21 @@ MSG_OVERLOADED = "The system is currently overloaded. Please try again later."
 MSG_RATE_LIMITED = "Rate limit exceeded, retry in {seconds} seconds."
 MSG_REJECTED = "Order rejected: the exchange declined it (simulated rejection)."
 MSG_NOT_FOUND = "Not Found"
+MSG_NOT_UTF8 = "Request body must be UTF-8 text"
 
-# Parameter types as the official schema declares them (everything else stays text).
-_INTS = frozenset({"orderQty", "displayQty", "leavesQty", "count", "start", "depth"})
-_FLOATS = frozenset({"price", "stopPx", "pegOffsetValue", "simpleOrderQty", "simpleLeavesQty", "leverage",
-                     "timeout"})
-_BOOLS = frozenset({"reverse", "partial", "enabled"})
-_TIMES = frozenset({"startTime", "endTime"})
-_JSON = frozenset({"filter", "columns"})
-ORDER_FIELDS = ("symbol", "side", "orderQty", "price", "displayQty", "stopPx", "clOrdID", "clOrdLinkID",
-                "pegOffsetValue", "pegPriceType", "ordType", "timeInForce", "execInst", "contingencyType", "text")
-AMEND_FIELDS = ("orderID", "origClOrdID", "clOrdID", "orderQty", "leavesQty", "price", "stopPx",
-                "pegOffsetValue", "text")
+# The parameters of each route as BitMEX's schema (swagger.json) names and types them; the
+# ranges are BitMEX's rules. Parameters of the schema that the simulator has no use for
+# (targetAccountId(s)) are left out and so ignored.
+COUNT = INTEGER.within(0, MAX_COUNT)
+LIST_QUERY = {"symbol": TEXT, "filter": FILTER, "columns": NAMES, "count": COUNT, "start": INTEGER.within(0),
+              "reverse": BOOLEAN, "startTime": DATE_TIME, "endTime": DATE_TIME}
+NEW_ORDER = {"symbol": TEXT, "side": TEXT, "simpleOrderQty": NUMBER, "orderQty": INTEGER, "price": NUMBER,
+             "displayQty": INTEGER, "stopPx": NUMBER, "clOrdID": TEXT, "clOrdLinkID": TEXT, "pegOffsetValue": NUMBER,
+             "pegPriceType": TEXT, "ordType": TEXT, "timeInForce": TEXT, "execInst": TEXT, "contingencyType": TEXT,
+             "text": TEXT}
+AMEND = {"orderID": TEXT, "origClOrdID": TEXT, "clOrdID": TEXT, "simpleOrderQty": NUMBER, "orderQty": INTEGER,
+         "simpleLeavesQty": NUMBER, "leavesQty": INTEGER, "price": NUMBER, "stopPx": NUMBER, "pegOffsetValue": NUMBER,
+         "text": TEXT}
 HISTORY_SCAN = 10_000_000  # rows a filtered history query may look through before paging
 TRADE_EXEC_TYPES = frozenset({"Trade", "Funding", "Settlement"})
 ASSETS = [{"asset": "XBT", "currency": "XBt", "majorCurrency": "XBT", "name": "Bitcoin", "currencyType": "Crypto",
@@ -58,109 +75,27 @@ def error_response(status: int, message: str, name: str = "HTTPError", headers: 
     return json_response({"error": {"message": message, "name": name}}, status, headers)
 
 
-def _invalid(name: str) -> ExchangeError:
-    return ExchangeError(400, f"Invalid {name}", "ValidationError")
-
-
-def _to_float(name: str, value) -> float:
-    if isinstance(value, bool):
-        raise _invalid(name)
+def body_text(body: bytes) -> str:
+    """The request body as the text a client signed; 400 when it is not UTF-8."""
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise _invalid(name) from None
-    if not math.isfinite(number):
-        raise _invalid(name)
-    return number
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ExchangeError(400, MSG_NOT_UTF8, "ValidationError") from None
 
 
-def _to_int(name: str, value) -> int:
-    number = _to_float(name, value)
-    if number != int(number):
-        raise _invalid(name)
-    return int(number)
-
-
-def _to_bool(name: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1"):
-        return True
-    if text in ("false", "0", ""):
-        return False
-    raise _invalid(name)
-
-
-def _to_time(name: str, value) -> float | None:
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise _invalid(name) from None
-
-
-def _to_json(name: str, value):
-    if not isinstance(value, str):
-        return value
-    try:
-        return orjson.loads(value) if value else None
-    except orjson.JSONDecodeError:
-        raise ExchangeError(400, f"{name} could not be parsed as JSON", "ValidationError") from None
-
-
-def coerce(params: dict) -> dict:
-    """Typed parameters from query/form text or a JSON body."""
-    out = {}
-    for name, value in params.items():
-        if value is None:
-            out[name] = None
-        elif name in _INTS:
-            out[name] = _to_int(name, value)
-        elif name in _FLOATS:
-            out[name] = _to_float(name, value)
-        elif name in _BOOLS:
-            out[name] = _to_bool(name, value)
-        elif name in _TIMES:
-            out[name] = _to_time(name, value)
-        elif name == "columns" and isinstance(value, str) and not value.lstrip().startswith("["):
-            out[name] = [c.strip() for c in value.split(",") if c.strip()]  # lenient: "a,b" as well as '["a","b"]'
-        elif name in _JSON:
-            out[name] = _to_json(name, value)
-        else:
-            out[name] = value
-    return out
-
-
-def parse_body(body: bytes, content_type: str) -> dict:
-    if not body:
+def parse_body(text: str, content_type: str) -> dict:
+    """The raw parameters of a JSON or form-encoded body (anything but JSON is read as a form)."""
+    if not text:
         return {}
     if content_type == "application/json":
         try:
-            obj = orjson.loads(body)
+            obj = orjson.loads(text)
         except orjson.JSONDecodeError:
             raise ExchangeError(400, "Request body could not be parsed as JSON", "ValidationError") from None
         if not isinstance(obj, dict):
             raise ExchangeError(400, "Request body must be a JSON object", "ValidationError")
         return obj
-    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-
-
-def _id_list(value):
-    """orderID / clOrdID may be one id, a JSON array or a comma-separated list."""
-    if isinstance(value, str) and value.startswith("["):
-        value = _to_json("orderID", value)
-    if isinstance(value, str) and "," in value:
-        value = [v for v in value.split(",") if v]
-    return value
-
-
-def _count(p: dict, default: int = 100) -> int:
-    count = p.get("count")
-    if count is None:
-        return default
-    if count < 0 or count > MAX_COUNT:
-        raise ExchangeError(400, f"count must be between 0 and {MAX_COUNT}", "ValidationError")
-    return count
+    return dict(parse_qsl(text, keep_blank_values=True))
 
 
 def _matches(row: dict, filter_: dict) -> bool:
@@ -184,32 +119,23 @@ def select(rows: list[dict], p: dict, time_field: str = "timestamp") -> list[dic
     symbol = p.get("symbol")
     if symbol:
         rows = [r for r in rows if r.get("symbol") == symbol]
-    filter_ = _filter(p)
+    filter_ = p.get("filter")
     if filter_:
         rows = [r for r in rows if _matches(r, filter_)]
-    lo, hi = parse_time(p.get("startTime")), parse_time(p.get("endTime"))
+    lo, hi = p.get("startTime"), p.get("endTime")
     if lo is not None or hi is not None:
         rows = [r for r in rows if _within(r.get(time_field), lo, hi)]
     if p.get("reverse"):
         rows = rows[::-1]
-    start = max(0, p.get("start") or 0)
-    rows = rows[start:start + _count(p)]
+    start = p.get("start", 0)
+    rows = rows[start:start + p.get("count", 100)]
     return _columns(rows, p.get("columns"))
 
 
-def _filter(p: dict) -> dict | None:
-    filter_ = p.get("filter")
-    if filter_ and not isinstance(filter_, dict):
-        raise ExchangeError(400, "filter must be a JSON object", "ValidationError")
-    return filter_ or None
-
-
-def _columns(rows: list[dict], columns) -> list[dict]:
+def _columns(rows: list[dict], columns: list[str] | None) -> list[dict]:
     """Only the asked columns, plus the item keys BitMEX always returns."""
     if not columns:
         return rows
-    if isinstance(columns, str):
-        columns = [columns]
     keep = set(columns) | {"symbol", "timestamp", "orderID", "execID", "account"}
     return [{k: v for k, v in r.items() if k in keep} for r in rows]
 
@@ -217,6 +143,15 @@ def _columns(rows: list[dict], columns) -> list[dict]:
 def _within(stamp, lo, hi) -> bool:
     t = parse_time(stamp)
     return t is not None and (lo is None or t >= lo) and (hi is None or t <= hi)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: object  # (api key or None, validated parameters) -> rows
+    private: bool  # needs a signed request
+    schema: dict  # parameter name -> params.Kind
 
 
 class RestApi:
@@ -235,46 +170,47 @@ class RestApi:
         self.faults = faults
         self.limiter = limiter
         self.counters = counters
-        # (method, path, handler, private)
         self.routes = (
-            ("GET", "/instrument", self.get_instrument, False),
-            ("GET", "/instrument/active", self.get_instrument, False),
-            ("GET", "/instrument/activeAndIndices", self.get_instrument_and_indices, False),
-            ("GET", "/orderBook/L2", self.get_order_book, False),
-            ("GET", "/trade", self.get_trades, False),
-            ("GET", "/trade/bucketed", self.get_bucketed, False),
-            ("GET", "/funding", self.get_funding, False),
-            ("GET", "/wallet/assets", self.get_assets, False),
-            ("GET", "/order", self.get_orders, True),
-            ("POST", "/order", self.post_order, True),
-            ("PUT", "/order", self.put_order, True),
-            ("DELETE", "/order", self.delete_order, True),
-            ("DELETE", "/order/all", self.delete_all, True),
-            ("POST", "/order/cancelAllAfter", self.cancel_all_after, True),
-            ("GET", "/position", self.get_positions, True),
-            ("POST", "/position/leverage", self.post_leverage, True),
-            ("POST", "/position/isolate", self.post_isolate, True),
-            ("GET", "/user/margin", self.get_margin, True),
-            ("GET", "/user/wallet", self.get_wallet, True),
-            ("GET", "/execution/tradeHistory", self.get_trade_history, True),
+            Route("GET", "/instrument", self.get_instrument, False, LIST_QUERY),
+            Route("GET", "/instrument/active", self.get_instrument, False, {}),
+            Route("GET", "/instrument/activeAndIndices", self.get_instrument_and_indices, False, {}),
+            Route("GET", "/orderBook/L2", self.get_order_book, False, {"symbol": TEXT, "depth": INTEGER.within(0)}),
+            Route("GET", "/trade", self.get_trades, False, LIST_QUERY),
+            Route("GET", "/trade/bucketed", self.get_bucketed, False,
+                  {"binSize": TEXT, "partial": BOOLEAN, **LIST_QUERY}),
+            Route("GET", "/funding", self.get_funding, False, LIST_QUERY),
+            Route("GET", "/wallet/assets", self.get_assets, False, {}),
+            Route("GET", "/order", self.get_orders, True, LIST_QUERY),
+            Route("POST", "/order", self.post_order, True, NEW_ORDER),
+            Route("PUT", "/order", self.put_order, True, AMEND),
+            Route("DELETE", "/order", self.delete_order, True, {"orderID": NAMES, "clOrdID": NAMES, "text": TEXT}),
+            Route("DELETE", "/order/all", self.delete_all, True, {"symbol": TEXT, "filter": FILTER, "text": TEXT}),
+            Route("POST", "/order/cancelAllAfter", self.cancel_all_after, True, {"timeout": TIMEOUT_MS}),
+            Route("GET", "/position", self.get_positions, True, {"filter": FILTER, "columns": NAMES, "count": COUNT}),
+            Route("POST", "/position/leverage", self.post_leverage, True, {"symbol": TEXT, "leverage": NUMBER}),
+            Route("POST", "/position/isolate", self.post_isolate, True, {"symbol": TEXT, "enabled": BOOLEAN}),
+            Route("GET", "/user/margin", self.get_margin, True, {"currency": TEXT}),
+            Route("GET", "/user/wallet", self.get_wallet, True, {"currency": TEXT}),
+            Route("GET", "/execution/tradeHistory", self.get_trade_history, True, LIST_QUERY),
         )
 
     def install(self, app: web.Application) -> None:
-        for method, path, handler, private in self.routes:
-            app.router.add_route(method, API_PREFIX + path, self._endpoint(handler, private))
-        app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._not_found)
+        for route in self.routes:
+            app.router.add_route(route.method, API_PREFIX + route.path, self._endpoint(route))
+        app.router.add_route("*", API_PREFIX + "/{tail:(?s:.*)}", self._not_found)  # any path, newlines too
 
-    def _endpoint(self, handler, private: bool):
+    def _endpoint(self, route: Route):
         async def endpoint(request: web.Request) -> web.Response:
-            return await self.serve(request, handler, private)
+            return await self.serve(request, route)
 
         return endpoint
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return error_response(404, MSG_NOT_FOUND)
 
-    async def serve(self, request: web.Request, handler, private: bool) -> web.Response:
-        """The request pipeline: faults, rate limit, auth, parameters, handler, late faults."""
+    async def serve(self, request: web.Request, route: Route) -> web.Response:
+        """The request pipeline: early faults, admission (text, signature, budget), the
+        parameters validated against the route's schema, the handler, late faults."""
         faults = self.faults
         self.counters["rest_requests"] += 1
         body = await request.read()
@@ -288,23 +224,14 @@ class RestApi:
                 retry = max(1, math.ceil(limited.remaining())) if math.isfinite(limited.until) else 60
                 raise HttpError(429, MSG_RATE_LIMITED.format(seconds=retry), "RateLimitError",
                                 {"Retry-After": str(retry)})
-            if self.limiter is not None:
-                allowance = self.limiter.take(request.headers.get("api-key") or request.remote or "")
-                headers.update(allowance.headers())
-                if not allowance.allowed:
-                    raise HttpError(429, MSG_RATE_LIMITED.format(seconds=allowance.retry_after), "RateLimitError",
-                                    {"Retry-After": str(allowance.retry_after)})
-            api_key = None
-            if private or "api-key" in request.headers:
-                h = request.headers
-                api_key = check_signature(self.exchange, self.real_clock.now(), h.get("api-key"),
-                                          h.get("api-expires"), h.get("api-signature"), request.method,
-                                          request.raw_path, body)
-            params = coerce({**request.query, **parse_body(body, request.content_type)})
+            api_key, raw = self._admit(request, body, route.private, headers)
+            params = validate(route.schema, raw)
             hold = faults.get("timeout")
             if hold is not None and not hold.after_commit:
                 await asyncio.sleep(hold.delay_ms / 1000.0)
-            result = handler(api_key, params)
+            result = route.handler(api_key, params)
+        except Invalid as exc:
+            return error_response(400, f"Invalid {exc.name}", "ValidationError", headers)
         except AuthError as exc:
             return error_response(exc.status, str(exc), headers=headers)
         except HttpError as exc:
@@ -317,6 +244,35 @@ class RestApi:
         if overload is not None and overload.after_commit:
             return error_response(503, MSG_OVERLOADED, headers=headers)
         return json_response(result, headers=headers)
+
+    def _admit(self, request: web.Request, body: bytes, private: bool, headers: dict) -> tuple[str | None, dict]:
+        """(the api key the request proved, or None; its raw query and body parameters).
+
+        The rate-limit budget charged is the verified key's, else the peer address's: a request
+        carrying someone's key without a valid signature costs that account nothing, and budgets
+        exist per account or address, never per header value. Every request is charged, refused
+        or not (the `finally`), and an exhausted budget answers 429 ahead of any other refusal."""
+        api_key = None
+        try:
+            text = body_text(body)
+            if private or "api-key" in request.headers:
+                h = request.headers
+                api_key = check_signature(self.exchange, self.real_clock.now(), h.get("api-key"),
+                                          h.get("api-expires"), h.get("api-signature"), request.method,
+                                          request.raw_path, text)
+            return api_key, {**request.query, **parse_body(text, request.content_type)}
+        finally:
+            self._charge(api_key or request.remote or "", headers)
+
+    def _charge(self, who: str, headers: dict) -> None:
+        """Take one request from `who`'s budget; 429 once it is spent."""
+        if self.limiter is None:
+            return
+        allowance = self.limiter.take(who)
+        headers.update(allowance.headers())
+        if not allowance.allowed:
+            raise HttpError(429, MSG_RATE_LIMITED.format(seconds=allowance.retry_after), "RateLimitError",
+                            {"Retry-After": str(allowance.retry_after)})
 
     # ---- public market data ----------------------------------------------------------------------
     def get_instrument(self, key, p):
@@ -335,10 +291,7 @@ class RestApi:
             raise ExchangeError(400, "'symbol' is a required arg.", "ValidationError")
         if symbol != self.exchange.symbol:
             return []
-        depth = p.get("depth", 25)
-        if depth is None or depth < 0:
-            raise _invalid("depth")
-        return self.exchange.l2_rows(depth or None)
+        return self.exchange.l2_rows(p.get("depth", 25) or None)  # depth 0: the whole book
 
     def _history(self, fetch, p) -> list[dict]:
         """BitMEX history-query semantics over `fetch(count, start, reverse, start_time, end_time)`
@@ -346,9 +299,9 @@ class RestApi:
         symbol = p.get("symbol")
         if symbol and symbol.upper() not in (self.exchange.symbol, self.exchange.instrument.get("rootSymbol")):
             return []
-        count, start, reverse = _count(p), max(0, p.get("start") or 0), bool(p.get("reverse"))
-        lo, hi = parse_time(p.get("startTime")), parse_time(p.get("endTime"))
-        filter_ = _filter(p)
+        count, start, reverse = p.get("count", 100), p.get("start", 0), p.get("reverse", False)
+        lo, hi = p.get("startTime"), p.get("endTime")
+        filter_ = p.get("filter")
         if filter_:  # filter first, then page, as BitMEX does
             rows = [r for r in fetch(HISTORY_SCAN, 0, reverse, lo, hi) if _matches(r, filter_)]
             rows = rows[start:start + count]
@@ -383,19 +336,19 @@ class RestApi:
         if self.faults.reject_order():
             self.counters["orders_rejected"] += 1
             raise ExchangeError(400, MSG_REJECTED)
-        order = self.exchange.place_order(key, **{k: p[k] for k in ORDER_FIELDS if p.get(k) is not None})
+        order = self.exchange.place_order(key, **p)
         self.counters["orders_placed"] += 1
         return order
 
     def put_order(self, key, p):
-        return self.exchange.amend_order(key, **{k: p[k] for k in AMEND_FIELDS if p.get(k) is not None})
+        return self.exchange.amend_order(key, **p)
 
     def delete_order(self, key, p):
-        return self.exchange.cancel_orders(key, orderID=_id_list(p.get("orderID")),
-                                           clOrdID=_id_list(p.get("clOrdID")), text=p.get("text"))
+        return self.exchange.cancel_orders(key, orderID=p.get("orderID"), clOrdID=p.get("clOrdID"),
+                                           text=p.get("text"))
 
     def delete_all(self, key, p):
-        filter_ = _filter(p)
+        filter_ = p.get("filter")
         ids = None
         if filter_:  # e.g. {"side": "Buy"}: cancel only the open orders it matches
             ids = [r["orderID"] for r in self.exchange.orders(key, open_only=True) if _matches(r, filter_)]
@@ -403,7 +356,7 @@ class RestApi:
 
     def cancel_all_after(self, key, p):
         timeout = p.get("timeout")
-        if timeout is None or timeout < 0:
+        if timeout is None:
             raise ExchangeError(400, "'timeout' is a required arg.", "ValidationError")
         return self.exchange.cancel_all_after(key, int(timeout))
 

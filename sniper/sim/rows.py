@@ -14,6 +14,10 @@ from sniper.sim.margin import Contract, Margins, avg_entry_price
 INSTRUMENT_INDEX = 88  # legacy orderBookL2 ids: 1e8 * index - price * 100
 FUNDING_INTERVAL = "2000-01-01T08:00:00.000Z"  # BitMEX writes the 8-hour interval as a timestamp
 NO_ORDER = "00000000-0000-0000-0000-000000000000"  # the orderID of a funding execution
+# The span of BitMEX's timestamp text, whose years have four digits (1000-01-01T00:00:00.000Z to
+# 9999-12-31T23:59:59.999Z): a time outside it cannot be written back to a client, so it is
+# refused where it comes in.
+FIRST_TIMESTAMP, LAST_TIMESTAMP = -30610224000.0, 253402300799.999
 
 # BitMEX texts, kept verbatim in one place.
 TEXT_SUBMITTED = "Submitted via API."
@@ -34,6 +38,7 @@ ERR_NOT_FOUND = "Not Found"
 ERR_INVALID_STATUS = "Invalid ordStatus"
 ERR_BALANCE = "Account has insufficient Available Balance, {need} XBt required"
 ERR_CANCEL_STATE = "Unable to cancel order due to existing state: {status}"
+ERR_TIMEOUT = "Invalid timeout"
 
 
 class ExchangeError(Exception):

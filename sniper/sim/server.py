@@ -10,6 +10,12 @@ the model is single-threaded by contract, so no locks are needed.
 Two clocks: the simulated one (market data, order timestamps, funding) and the
 real one (signature expiry, rate limits, fault durations), because clients sign
 with real time whatever the replay speed.
+
+The control endpoint steers the whole market, so it answers only what a program on this
+machine sends on purpose: a loopback peer, a loopback Host (a DNS-rebinding page reaches
+127.0.0.1 under its own name), no Origin (a browser names the page that sent the request)
+and, for every POST and every request with a body, a JSON content type (a cross-site form or
+fetch without a preflight can only send text/plain, form or multipart bodies).
 """
 
 from __future__ import annotations
@@ -18,22 +24,37 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import re
 import signal
 import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+import orjson
 from aiohttp import web
 
 from sniper import log as sniper_log
 from sniper.clock import RealClock, SimClock
 from sniper.config import SIM_DEMO_KEY, SIM_DEMO_SECRET
-from sniper.model import iso, parse_time
+from sniper.history import HistoryError
+from sniper.model import BUY, SELL, iso
 from sniper.sim import feed as feed_mod
 from sniper.sim.buckets import Buckets
 from sniper.sim.exchange import Exchange
 from sniper.sim.faults import Faults, RateLimiter
+from sniper.sim.params import (
+    BOOLEAN,
+    DATE_TIME,
+    INTEGER,
+    NUMBER,
+    TEXT,
+    Invalid,
+    choice,
+    items,
+    record,
+    validate,
+)
 from sniper.sim.realtime import DEFAULT_MAX_BACKLOG, WS_PATH, Hub, serve_websocket
 from sniper.sim.rest_api import RestApi, json_response
 
@@ -44,6 +65,21 @@ FEED_TICK_S = 0.005  # how often the feed is stepped to the simulated clock
 DEFAULT_RATE_LIMIT = 120  # requests per minute per key, BitMEX's default budget
 DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE = -0.00025, 0.00075  # BitMEX XBTUSD's schedule of the data era
 EXIT_OK, EXIT_USAGE = 0, 2
+MAX_SPEED = 10_000.0  # x real time; beyond it the feed cannot keep up with the clock
+MAX_L2_RATE = 100_000.0  # orderBookL2 messages per second the feed may be asked for
+MAX_ADVANCE_S = 7 * 86400.0  # one clock jump (a replayed day costs the feed seconds of CPU)
+SPEED = NUMBER.within(0, MAX_SPEED)
+BALANCE_XBT = NUMBER.within(1e-8, 21e6)  # one satoshi to every bitcoin there will be
+SIDE = choice(BUY, SELL)
+# The simulator's options, checked wherever they come from (the command line, the daemon's
+# config); a refusal names the option as the command line spells it.
+OPTION_KINDS = {
+    "host": TEXT, "port": INTEGER.within(0, 65535), "data": TEXT, "funding": TEXT, "speed": SPEED,
+    "seed": INTEGER.within(0), "paused": BOOLEAN, "start": DATE_TIME, "l2_rate": NUMBER.within(0, MAX_L2_RATE),
+    "rate_limit": INTEGER.within(0), "max_backlog": INTEGER.within(1), "maker_fee": NUMBER.within(-0.01, 0.01),
+    "taker_fee": NUMBER.within(0, 0.01),
+}
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^:\[\]]+))(?::[0-9]+)?")
 
 
 @dataclass
@@ -63,25 +99,35 @@ class SimOptions:
     maker_fee: float = DEFAULT_MAKER_FEE  # fraction of the traded value; negative = a rebate
     taker_fee: float = DEFAULT_TAKER_FEE
 
+    def __post_init__(self) -> None:
+        """Convert each option by its kind (the command line hands over text); Invalid names
+        the first one of the wrong type or range."""
+        for name, kind in OPTION_KINDS.items():
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, kind("--" + name.replace("_", "-"), value))
+
+
+def _load(option: str, load, path):
+    """`load(path)`, its HistoryError (which names the file, line and field) worded for `option`."""
+    try:
+        return load(path)
+    except HistoryError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+
 
 class Sim:
     """One simulator instance: exchange, feed, clocks, faults and the aiohttp app."""
 
     def __init__(self, opts: SimOptions) -> None:
-        if opts.speed < 0:
-            raise ValueError(f"speed must be >= 0, got {opts.speed}")
         self.opts = opts
-        bars = feed_mod.load_bars(opts.data or feed_mod.DEFAULT_BARS)
-        funding = feed_mod.load_funding(opts.funding or feed_mod.DEFAULT_FUNDING)
-        start = parse_time(opts.start)
+        bars = _load("--data", feed_mod.load_bars, opts.data or feed_mod.DEFAULT_BARS)
+        funding = _load("--funding", feed_mod.load_funding, opts.funding or feed_mod.DEFAULT_FUNDING)
         self.real_clock = RealClock()
-        self.speed = float(opts.speed)
-        self.paused = bool(opts.paused)
-        self.clock = SimClock(feed_mod.default_start(bars) if start is None else start,
+        self.speed = opts.speed
+        self.paused = opts.paused
+        self.clock = SimClock(feed_mod.default_start(bars) if opts.start is None else opts.start,
                               0.0 if self.paused else self.speed)
-        if not (-0.01 <= opts.maker_fee <= 0.01 and 0 <= opts.taker_fee <= 0.01):
-            raise ValueError(f"fees must be fractions (maker -0.01..0.01, taker 0..0.01), got maker "
-                             f"{opts.maker_fee} taker {opts.taker_fee}")
         span = feed_mod.replay_span(bars)  # the feed loops: bars, their history and funding repeat
         self.exchange = Exchange(feed_mod.instrument_for(bars), self.clock, funding=funding, funding_cycle=span,
                                  seed=opts.seed, maker_fee=opts.maker_fee, taker_fee=opts.taker_fee)
@@ -93,8 +139,6 @@ class Sim:
         self.faults = Faults(opts.seed)
         self.limiter = RateLimiter(opts.rate_limit) if opts.rate_limit else None
         self.counters: Counter = Counter()
-        if opts.max_backlog < 1:
-            raise ValueError(f"max_backlog must be >= 1, got {opts.max_backlog}")
         self.hub = Hub(self.exchange, self.faults, self.counters, self.clock, self.real_clock, opts.max_backlog)
         self.exchange.subscribe(self.hub.publish)
         self.rest = RestApi(self.exchange, self.buckets, clock=self.clock, real_clock=self.real_clock,
@@ -108,14 +152,26 @@ class Sim:
         app = web.Application(client_max_size=1 << 20)
         self.rest.install(app)
         app.router.add_get(WS_PATH, self._websocket)
-        control = (
-            ("POST", "/fault", self._c_fault), ("DELETE", "/fault", self._c_clear_faults),
-            ("POST", "/feed", self._c_feed), ("POST", "/clock", self._c_clock), ("POST", "/book", self._c_book),
-            ("POST", "/trade", self._c_trade), ("POST", "/mark", self._c_mark), ("POST", "/account", self._c_account),
-            ("GET", "/state", self._c_state),
+        contract = self.exchange.contract
+        price = NUMBER.within(contract.tick_size, contract.max_price)
+        level = record({"side": SIDE, "price": price, "size": INTEGER.within(0)}, required=("side", "price", "size"))
+        control = (  # method, path, handler, body schema, required fields
+            ("POST", "/fault", self._c_fault, {"mode": TEXT, "seconds": NUMBER.within(0),
+                                               "delay_ms": INTEGER.within(0), "share": NUMBER.within(0, 1),
+                                               "after_commit": BOOLEAN}, ("mode",)),
+            ("DELETE", "/fault", self._c_clear_faults, {}, ()),
+            ("POST", "/feed", self._c_feed, {"speed": SPEED, "paused": BOOLEAN}, ()),
+            ("POST", "/clock", self._c_clock, {"advance": NUMBER.within(0, MAX_ADVANCE_S), "feed": BOOLEAN}, ()),
+            ("POST", "/book", self._c_book, {"clear": BOOLEAN, "levels": items(level)}, ()),
+            ("POST", "/trade", self._c_trade, {"side": SIDE, "qty": INTEGER.within(1), "price": price},
+             ("side", "qty")),
+            ("POST", "/mark", self._c_mark, {"price": price}, ("price",)),
+            ("POST", "/account", self._c_account, {"key": TEXT, "secret": TEXT, "balance_xbt": BALANCE_XBT},
+             ("key", "secret")),
+            ("GET", "/state", self._c_state, {}, ()),
         )
-        for method, path, handler in control:
-            app.router.add_route(method, CONTROL_PREFIX + path, self._control(handler))
+        for method, path, handler, schema, required in control:
+            app.router.add_route(method, CONTROL_PREFIX + path, self._control(handler, schema, required))
         return app
 
     async def start(self) -> str:
@@ -155,27 +211,29 @@ class Sim:
         return await serve_websocket(request, self.hub)
 
     # ---- control endpoint ------------------------------------------------------------------------
-    def _control(self, handler):
+    def _control(self, handler, schema: dict, required: tuple[str, ...]):
+        """The control route of `handler`: the request is admitted (see the module docstring),
+        its JSON body validated against `schema`, and only then handed over, so that a refused
+        request (400, 403, 415) has changed nothing."""
         async def endpoint(request: web.Request) -> web.Response:
+            refusal = _control_refusal(request)
+            if refusal is not None:
+                return json_response({"error": refusal[1]}, refusal[0])
             try:
-                loopback = ipaddress.ip_address(request.remote or "").is_loopback
-            except ValueError:
-                loopback = False
-            if not loopback:
-                return json_response({"error": "the control endpoint answers loopback clients only"}, 403)
+                body = orjson.loads(await request.read() or b"{}")
+            except orjson.JSONDecodeError as exc:
+                return json_response({"error": f"the body is not JSON ({exc})"}, 400)
+            if not isinstance(body, dict):
+                return json_response({"error": "the body must be a JSON object"}, 400)
             try:
-                body = await request.json() if request.can_read_body else {}
-                if not isinstance(body, dict):
-                    raise ValueError("body must be a JSON object")
-                return json_response(handler(body))
-            except (ValueError, TypeError, KeyError) as exc:
-                return json_response({"error": f"{type(exc).__name__}: {exc}"}, 400)
+                return json_response(handler(validate(schema, body, required)))
+            except ValueError as exc:  # Invalid, or a rule of the model (an unknown fault mode, a known key)
+                return json_response({"error": str(exc)}, 400)
 
         return endpoint
 
     def _c_fault(self, body: dict) -> dict:
-        mode = body.get("mode")
-        seconds = body.get("seconds")
+        mode, seconds = body["mode"], body.get("seconds")
         if mode == "drop":
             if seconds:  # keep refusing new websockets for a while
                 self.faults.set("drop", seconds)
@@ -189,18 +247,13 @@ class Sim:
         return {"faults": {}}
 
     def _c_feed(self, body: dict) -> dict:
-        if "speed" in body:
-            speed = float(body["speed"])
-            if speed < 0:
-                raise ValueError("speed must be >= 0")
-            self.speed = speed
-        if "paused" in body:
-            self.paused = bool(body["paused"])
+        self.speed = body.get("speed", self.speed)
+        self.paused = body.get("paused", self.paused)
         self.clock.set_speed(0.0 if self.paused else self.speed)
         return self._clock_state()
 
     def _c_clock(self, body: dict) -> dict:
-        self.clock.advance(float(body.get("advance", 0)))
+        self.clock.advance(body.get("advance", 0.0))
         if body.get("feed"):
             self.feed.step_until(self.clock.now())
         else:
@@ -210,22 +263,20 @@ class Sim:
     def _c_book(self, body: dict) -> dict:
         if body.get("clear"):
             self.exchange.clear_market_levels()
-        levels = [(lv["side"], float(lv["price"]), int(lv["size"])) for lv in body.get("levels", [])]
+        levels = [(lv["side"], lv["price"], lv["size"]) for lv in body.get("levels", [])]
         if levels:
             self.exchange.set_levels(levels)
         return {"best_bid": self.exchange.best_bid(), "best_ask": self.exchange.best_ask()}
 
     def _c_trade(self, body: dict) -> dict:
-        price = body.get("price")
-        trades = self.exchange.market_order(body["side"], int(body["qty"]), None if price is None else float(price))
-        return {"trades": trades}
+        return {"trades": self.exchange.market_order(body["side"], body["qty"], body.get("price"))}
 
     def _c_mark(self, body: dict) -> dict:
-        self.exchange.set_mark_price(float(body["price"]))
-        return {"markPrice": float(body["price"])}
+        self.exchange.set_mark_price(body["price"])
+        return {"markPrice": body["price"]}
 
     def _c_account(self, body: dict) -> dict:
-        self.exchange.add_account(str(body["key"]), str(body["secret"]), float(body.get("balance_xbt", 1.0)))
+        self.exchange.add_account(body["key"], body["secret"], body.get("balance_xbt", 1.0))
         return {"key": body["key"]}
 
     def _clock_state(self) -> dict:
@@ -246,7 +297,39 @@ class Sim:
             "best_bid": self.exchange.best_bid(),
             "best_ask": self.exchange.best_ask(),
             "rate_limit": self.limiter.limit if self.limiter else 0,
+            "rate_limit_budgets": self.limiter.budgets if self.limiter else 0,
+            "accounts": {key: self.exchange.account_state(key) for key in self.exchange.accounts()},
         }
+
+
+def _control_refusal(request: web.Request) -> tuple[int, str] | None:
+    """(status, reason) when a control request is not one a program on this machine sent on
+    purpose (see the module docstring); None to admit it."""
+    if not _is_loopback(request.remote or ""):
+        return 403, "the control endpoint answers loopback clients only"
+    if not _is_loopback_host(request.host):
+        return 403, f"the control endpoint answers for a loopback Host only, not {request.host!r}"
+    if "Origin" in request.headers:
+        return 403, "the control endpoint refuses requests sent by web pages (they carry an Origin)"
+    if (request.method == "POST" or request.can_read_body) and request.content_type != "application/json":
+        return 415, f"the control endpoint takes application/json bodies, not {request.content_type}"
+    return None
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_loopback_host(host: str) -> bool:
+    """Is a Host header (name or address, optional port) this machine's loopback?"""
+    match = _HOST.fullmatch(host)
+    if match is None:
+        return False
+    name = match["v6"] or match["name"]
+    return name.lower() == "localhost" or _is_loopback(name)
 
 
 class SimServer:
@@ -320,51 +403,42 @@ class _Parser(argparse.ArgumentParser):
 def _account(text: str) -> tuple[str, str, float]:
     key, sep, rest = text.partition(":")
     secret, sep2, balance = rest.rpartition(":")
+    expected = "KEY:SECRET:BALANCE_XBT"
     if not (sep and sep2 and key and secret):
-        raise argparse.ArgumentTypeError(f"expected KEY:SECRET:BALANCE_XBT, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     try:
-        value = float(balance)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"balance must be a number of XBT, got {balance!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"balance must be > 0 XBT, got {balance!r}")
-    return key, secret, value
-
-
-def _non_negative(kind):
-    def parse(text: str):
-        value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-        return value
-
-    return parse
+        return key, secret, BALANCE_XBT("balance", balance)
+    except Invalid as exc:
+        raise argparse.ArgumentTypeError(f"expected {expected} with a balance of {exc.expected} XBT, "
+                                         f"got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options as text: SimOptions converts and checks them (one check for the command line
+    and the daemon's embedded simulator alike)."""
     p = _Parser(prog="sniper sim", description=(
         "BitMEX-compatible exchange simulator on loopback: REST /api/v1, websocket /realtime and a "
         "control endpoint /_control. Prints its base URL as the first line; stops on SIGINT/SIGTERM."))
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port (default 0 = any free port)")
+    p.add_argument("--port", default=0, help="port (default 0 = any free port)")
     p.add_argument("--data", help="1-minute bars CSV(.gz) to replay (default: the bundled 2018-08-20..11-22 minutes)")
     p.add_argument("--funding", help="funding-rate CSV (default: the bundled rates)")
-    p.add_argument("--speed", type=_non_negative(float), default=1.0, help="x real time (default 1)")
-    p.add_argument("--seed", type=_non_negative(int), default=1, help="seed of the simulated book and trades")
+    p.add_argument("--speed", default=1.0, help=f"x real time, 0 to {MAX_SPEED:,.0f} (default 1)")
+    p.add_argument("--seed", default=1, help="seed of the simulated book and trades")
     p.add_argument("--account", type=_account, action="append", default=[], metavar="KEY:SECRET:BALANCE_XBT",
                    help="an account (repeatable); none = the demo account of configs/sim.yaml")
     p.add_argument("--paused", action="store_true", help="start with the market frozen (see POST /_control/feed)")
     p.add_argument("--start", help="simulated start time, ISO-8601 or epoch seconds "
                                    "(default: 3 days before the data's end)")
-    p.add_argument("--l2-rate", type=_non_negative(float), help="orderBookL2 messages per second")
-    p.add_argument("--rate-limit", type=_non_negative(int), default=DEFAULT_RATE_LIMIT,
+    p.add_argument("--l2-rate", help="orderBookL2 messages per second")
+    p.add_argument("--rate-limit", default=DEFAULT_RATE_LIMIT,
                    help=f"REST requests per minute per key (default {DEFAULT_RATE_LIMIT}; 0 = unlimited)")
-    p.add_argument("--max-backlog", type=_non_negative(int), default=DEFAULT_MAX_BACKLOG,
+    p.add_argument("--max-backlog", default=DEFAULT_MAX_BACKLOG,
                    help=f"frames queued to one websocket client before it is disconnected as too slow "
                         f"(default {DEFAULT_MAX_BACKLOG:,})")
-    p.add_argument("--maker-fee", type=float, default=DEFAULT_MAKER_FEE,
+    p.add_argument("--maker-fee", default=DEFAULT_MAKER_FEE,
                    help=f"maker fee as a fraction of value, negative = rebate (default {DEFAULT_MAKER_FEE})")
-    p.add_argument("--taker-fee", type=float, default=DEFAULT_TAKER_FEE,
+    p.add_argument("--taker-fee", default=DEFAULT_TAKER_FEE,
                    help=f"taker fee as a fraction of value (default {DEFAULT_TAKER_FEE})")
     p.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
@@ -385,17 +459,22 @@ async def _serve_until_signal(opts: SimOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m sniper sim ...`: serve until SIGINT/SIGTERM; 0 on a clean stop, 2 on bad input."""
+    """`python -m sniper sim ...`: serve until SIGINT/SIGTERM; 0 on a clean stop, 2 on bad input
+    (one stderr line naming the option and what it expects)."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     sniper_log.setup(args.log_level)
-    opts = SimOptions(host=args.host, port=args.port, data=args.data, funding=args.funding, speed=args.speed,
-                      seed=args.seed, accounts=args.account, paused=args.paused, start=args.start,
-                      l2_rate=args.l2_rate, rate_limit=args.rate_limit, max_backlog=args.max_backlog,
-                      maker_fee=args.maker_fee, taker_fee=args.taker_fee)
     try:
+        opts = SimOptions(host=args.host, port=args.port, data=args.data, funding=args.funding, speed=args.speed,
+                          seed=args.seed, accounts=args.account, paused=args.paused, start=args.start,
+                          l2_rate=args.l2_rate, rate_limit=args.rate_limit, max_backlog=args.max_backlog,
+                          maker_fee=args.maker_fee, taker_fee=args.taker_fee)
         asyncio.run(_serve_until_signal(opts))
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:  # Invalid (an option), a data file's refusal (--data, --funding)
         print(f"sniper sim: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # the address cannot be listened on
+        print(f"sniper sim: --host/--port: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})",
+              file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
 
