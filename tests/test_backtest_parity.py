@@ -83,7 +83,8 @@ def test_live_daemon_and_book_backtest_trade_alike(tmp_path):
     live = by_minute((parse_time(r["transactTime"]), side_sign(r["side"]) * r["lastQty"], r["lastPx"], r["execComm"],
                       "maker" if r["lastLiquidityInd"] == "AddedLiquidity" else "taker")
                      for r in rows if r["execType"] == "Trade")
-    live_funding = [(parse_time(r["transactTime"]), r["lastQty"], r["execComm"]) for r in rows
+    # the settlement's second: the live exchange stamps it when its feed next steps (within ms)
+    live_funding = [(int(parse_time(r["transactTime"])), r["lastQty"], r["execComm"]) for r in rows
                     if r["execType"] == "Funding"]
     book = run(cfg, *BUNDLED, start=START, end=END, fill="book")
     f = book.fills
