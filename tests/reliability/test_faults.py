@@ -80,8 +80,9 @@ def faulted_run(tmp_path_factory, request):
                 ("rejects", {"mode": "reject", "share": 0.6, "seconds": 3}, ())):
             sim.control("fault", body)
             if words:
-                seen[name] = wait_until(lambda w=words: _mentions(daemon, "rest_last_error", *w), body["seconds"],
-                                        f"/health naming the {name}")
+                # a request sent late in the fault's window is answered (or times out) seconds after it
+                seen[name] = wait_until(lambda w=words: _mentions(daemon, "rest_last_error", *w),
+                                        body["seconds"] + 10, f"/health naming the {name}")
             time.sleep(body["seconds"])
             seen[f"{name} recovered"] = _recovered(daemon, 20, f"trading again after the {name}", time.monotonic(),
                                                    took)
