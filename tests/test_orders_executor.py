@@ -140,8 +140,10 @@ def test_503_storm_and_lost_replies_make_no_duplicate(sim_server, rigs):
     budget: the order stays pending in the journal and is completed by re-sending the same
     clOrdID, never replaced."""
     rig = rigs(sim_server, DEEP, rest_options={"max_attempts": 2, "backoff_base": 0.01, "backoff_cap": 0.02})
+    storm_ends = time.monotonic() + 0.6
     sim_server.control("fault", {"mode": "overload", "seconds": 0.6, "after_commit": True})
     reach(rig, Target(200, "market", "storm"))
+    time.sleep(max(0.0, storm_ends + 0.1 - time.monotonic()))  # the view is read once the storm is over
     assert [o["cumQty"] for o in exchange_view(rig.rest)[2]] == [200]
     assert sim_server.state()["orders_placed"] == 1
     assert rig.rest.stats["retries"] >= 1
