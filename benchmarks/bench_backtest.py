@@ -124,15 +124,17 @@ def decide_alone(cfg, bars) -> float:
 
 
 def sniper_run(cfg, bars, funding, start=YEAR[0], end=YEAR[1]):
-    t0 = time.perf_counter()
+    """(wall seconds, the result, CPU seconds of this process: every thread's, load-independent)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     result = run(cfg, bars, funding, start=start, end=end, slippage=0.0)
-    return time.perf_counter() - t0, result
+    return time.perf_counter() - t0, result, time.process_time() - c0
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--days", type=float, default=7.0, help="DTW sample: the first DAYS days of 2018")
     ap.add_argument("--skip-motif", action="store_true", help="the trend comparisons only")
+    ap.add_argument("--skip-trend", action="store_true", help="the motif timings only")
     args = ap.parse_args(argv)
     if not (DATA / "xbtusd_1m.csv.gz").exists():
         print(f"skipped: {DATA} is absent (set SNIPER_SHARED_DATA)")
@@ -144,10 +146,12 @@ def main(argv: list[str]) -> int:
     print(f"backtest: {traded:,} bars of 2018 (real XBTUSD), 2017 as history; {_cpus()} usable cores")
 
     ok = True
-    print("1. trend, sniper (bars model, fees, funding, liquidation, risk gate) vs backtesting.py, same run:")
-    for label, cfg, resize in (("a. same rule, re-sized every bar", resized, True),
-                               ("b. the signal alone, fixed size", signal, False)):
-        ours, result = sniper_run(cfg, bars, funding)
+    trend = () if args.skip_trend else (("a. same rule, re-sized every bar", resized, True),
+                                         ("b. the signal alone, fixed size", signal, False))
+    if trend:
+        print("1. trend, sniper (bars model, fees, funding, liquidation, risk gate) vs backtesting.py, same run:")
+    for label, cfg, resize in trend:
+        ours, result, _ = sniper_run(cfg, bars, funding)
         theirs, trades = backtesting_py(bars, resize)
         s = result.stats
         ratio = theirs / ours
@@ -166,20 +170,21 @@ def main(argv: list[str]) -> int:
         return 0 if ok else 1
 
     print("2. motif, a decision every bar (search ahead on every core):")
-    took, result = sniper_run(ed, bars, funding)
+    took, result, cpu = sniper_run(ed, bars, funding)
     decisions = len(result.decisions)
     motif = int((result.decisions["logic"] == "motif").sum())
     print(f"  ED, the year:  {took:7.1f} s for {decisions:,} decisions ({took / decisions * 1e3:.2f} ms each; "
-          f"the motif logic in control at {motif:,}); return {result.stats['total_return']:+.2%}")
+          f"the motif logic in control at {motif:,}); return {result.stats['total_return']:+.2%}; "
+          f"CPU {cpu:.0f} s over all threads ({os.getloadavg()[0]:.1f} load average at the end)")
     good = took < MOTIF_CEILING_S
     ok &= good
     print(f"  ceiling: under {MOTIF_CEILING_S / 60:.0f} min: {'met' if good else 'NOT MET'}")
     end = YEAR[0] + int(args.days * 86400)
-    took, result = sniper_run(dtw, bars, funding, end=end)
+    took, result, cpu = sniper_run(dtw, bars, funding, end=end)
     each = took / len(result.decisions)
     print(f"  DTW defaults (band {dtw.strategy.motif.dtw_window}), first {args.days:g} days: {took:7.1f} s for "
           f"{len(result.decisions):,} decisions ({each * 1e3:.2f} ms each), the year at that rate "
-          f"{each * traded / 3600:.1f} h (reference: 0.26 s a decision, 38 h; {0.26 / each:.0f}x)")
+          f"{each * traded / 3600:.1f} h (reference: 0.26 s a decision, 38 h; {0.26 / each:.0f}x); CPU {cpu:.0f} s")
     return 0 if ok else 1
 
 
