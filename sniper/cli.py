@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE = 0, 1, 2
 
@@ -44,14 +44,6 @@ def _cmd_sim(argv: list[str]) -> int:
     return server.main(argv)
 
 
-def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        print(f"sniper {name}: not available in this release yet", file=sys.stderr)
-        return EXIT_USAGE
-
-    return handler
-
-
 # Each research/tool command lives with the code it drives: the module's `add_cli(sub)` adds its
 # subparser(s) and sets `handler` (a function of the parsed args returning the exit status).
 # Only the module of the command being run is imported: the daemon never loads the plotting
@@ -64,7 +56,6 @@ COMMAND_MODULES: dict[str, str] = {
     "train": "sniper.backtest.train",
     "backtest": "sniper.backtest.cli",
 }
-PLANNED: tuple[tuple[str, str], ...] = ()
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -88,11 +79,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         [] if command in sub.choices else list(dict.fromkeys(COMMAND_MODULES.values()))
     for module in wanted:
         importlib.import_module(module).add_cli(sub)
-    for name, text in PLANNED:
-        if name not in sub.choices:
-            p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-            p.add_argument("--config", help="YAML config")
-            p.set_defaults(handler=_not_yet(name))
     return parser
 
 

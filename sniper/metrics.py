@@ -18,6 +18,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from sniper.orders.venue import Refused, VenueError
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -53,33 +55,37 @@ class MeteredVenue:
     rejected by the exchange (with its reason, numbers masked so the label set stays small), or
     unknown — and timed from request to reply. Everything else passes through."""
 
-    WRITES = ("place", "amend", "cancel", "cancel_all")
-
     def __init__(self, venue, metrics: Metrics) -> None:
         self._venue, self._metrics = venue, metrics
 
     def __getattr__(self, name):
-        attr = getattr(self._venue, name)
-        if name not in self.WRITES:
-            return attr
+        return getattr(self._venue, name)
 
-        def write(*args, **kwargs):
-            from sniper.orders.venue import Refused, VenueError
+    def place(self, request: dict):
+        return self._write("place", self._venue.place, request)
 
-            started = time.perf_counter()
-            try:
-                reply = attr(*args, **kwargs)
-            except Refused as exc:
-                self._metrics.count_order(name, "rejected", _reason(exc))
-                raise
-            except VenueError as exc:
-                self._metrics.count_order(name, "unknown", type(exc).__name__)
-                raise
-            self._metrics.order_latency.observe(time.perf_counter() - started)
-            self._metrics.count_order(name, "sent")
-            return reply
+    def amend(self, clordid: str, **changes):
+        return self._write("amend", self._venue.amend, clordid, **changes)
 
-        return write
+    def cancel(self, **kwargs):
+        return self._write("cancel", self._venue.cancel, **kwargs)
+
+    def cancel_all(self, text: str):
+        return self._write("cancel_all", self._venue.cancel_all, text)
+
+    def _write(self, kind: str, call, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            reply = call(*args, **kwargs)
+        except Refused as exc:
+            self._metrics.count_order(kind, "rejected", _reason(exc))
+            raise
+        except VenueError as exc:
+            self._metrics.count_order(kind, "unknown", type(exc).__name__)
+            raise
+        self._metrics.order_latency.observe(time.perf_counter() - started)
+        self._metrics.count_order(kind, "sent")
+        return reply
 
 
 def _reason(exc: Exception) -> str:
