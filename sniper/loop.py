@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 
 from sniper.model import MINUTE, SATOSHI, Target, parse_time
+from sniper.orders.venue import position_of
 from sniper.strategies.base import Account, Decision, Funding
 
 logger = logging.getLogger("sniper.loop")
@@ -44,7 +45,6 @@ class StrategyLoop:
         self.executor, self.risk, self.market_clock = executor, risk, market_clock
         self.taker_fee, self.maker_fee = taker_fee, maker_fee
         self.last = LastDecision()
-        self.decisions = 0
         self._shown: tuple | None = None  # the target last logged
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -74,15 +74,13 @@ class StrategyLoop:
             try:
                 self.on_wake()
                 now = self.market_clock.now()
-                held = self._position()
-                if held != position:
-                    if position is not None:
-                        target = self.executor.target
-                        logger.info("position %+d -> %+d (target %s)", position, held,
-                                    "none" if target is None else f"{target.qty:+d}")
-                    position, moved = held, position is not None
-                else:
-                    moved = False
+                held = position_of(self.state.snapshot(depth=0))
+                moved = position is not None and held != position
+                if moved:
+                    target = self.executor.target
+                    logger.info("position %+d -> %+d (target %s)", position, held,
+                                "none" if target is None else f"{target.qty:+d}")
+                position = held
                 if now >= next_bar or moved:  # a new bar, or a fill: the strategy may see it
                     self.step(now)
                     next_bar = self._next_close()
@@ -91,9 +89,6 @@ class StrategyLoop:
                 logger.exception("strategy step failed; trying again at the next wake")
                 next_bar = self._next_close()
             private = self.state.wait_private(private, self._wake)
-
-    def _position(self) -> int:
-        return int((self.state.snapshot(depth=0).position or {}).get("currentQty") or 0)
 
     def _next_close(self) -> float:
         """Market time at which the next minute's bar may be asked for."""
@@ -119,7 +114,6 @@ class StrategyLoop:
             self.executor.set_target(target)
         with self._lock:
             self.last = LastDecision(now, int(bars["time"][-1]), target, dict(decision.seen))
-            self.decisions += 1
         shown = None if target is None else (target.qty, target.style)
         if new or shown != self._shown:
             self._log(decision, target)
@@ -150,7 +144,7 @@ class StrategyLoop:
         margin = snap.margin or {}
         balance = margin.get("marginBalance")
         return Account(
-            position=int(pos.get("currentQty") or 0),
+            position=position_of(snap),
             margin_balance_xbt=balance / SATOSHI if balance else 0.0,
             mark=snap.mark_price, best_bid=snap.best_bid, best_ask=snap.best_ask,
             avg_entry=pos.get("avgEntryPrice"), liquidation_price=pos.get("liquidationPrice"),
