@@ -33,7 +33,7 @@ bench: $(STAMP)
 .PHONY: soak
 soak: $(STAMP)
 	SNIPER_FUZZ_EXAMPLES=10000 SNIPER_LOAD_SECONDS=300 $(BIN)/python -m pytest --timeout=0 tests/reliability
-	$(BIN)/python -m benchmarks.soak
+	$(BIN)/python -m benchmarks soak
 
 lint: $(STAMP)
 	$(BIN)/ruff check sniper tests benchmarks run_sniper.py setup.py

@@ -21,7 +21,7 @@ the invariants are checked: every clOrdID unique, none unknown to the journal (n
 one working order seen at any sample, the position equal to the last target, the journal equal to
 the exchange (statuses, filled quantities, executions).
 
-    .venv/bin/python -m benchmarks.soak          # SOAK_SECONDS=120 for a quick look
+    .venv/bin/python -m benchmarks soak          # SOAK_SECONDS=120 for a quick look
 
 Environment: SOAK_SECONDS (3600), SOAK_FAULT_EVERY (120), SOAK_MSG_RATE (2000 orderBookL2
 messages per real second), SOAK_SPEED (20 x real time), SOAK_DIR (working files; default a temp dir).

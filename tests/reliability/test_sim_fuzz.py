@@ -11,7 +11,7 @@ and a public connection; control-endpoint bodies and headers. Whatever comes in:
 Each test also runs, every time, the inputs of the issue that made these tests (`@example`).
 
 SNIPER_FUZZ_EXAMPLES sets the examples per test (default 60, about ten seconds for the file;
-`make soak` asks for 100,000)."""
+`make soak` asks for 10,000 a test)."""
 
 from __future__ import annotations
 
