@@ -218,6 +218,103 @@ def test_random_and_grid_searches(inputs, tmp_path):
     assert json.loads((tmp_path / "random" / "stats.json").read_text())["objective"] == "calmar"
 
 
+# ----------------------------------------------------------------------------- walk-forward
+
+def forward_argv(inputs, out, *extra):
+    args = argv(inputs, out, "--workers", "2", "--walk-forward", "2:1", *extra)
+    i = args.index("--from")
+    del args[i: i + len(PERIODS)]
+    args[args.index("--budget") + 1] = "10"
+    return args + ["--from", "2018-09-01", "--to", "2018-09-05"]  # three windows: tests of Sep 3, 4 and 5
+
+
+@pytest.fixture(scope="module")
+def forward_run(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("forward") / "run"
+    result = sniper(*forward_argv(inputs, out))
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_walk_forward_searches_each_train_window_and_tests_its_best_on_the_next(forward_run, inputs):
+    out, result = forward_run
+    windows = pd.read_csv(out / "windows.csv")
+    day = 86400
+    assert list(windows["train_start"] - windows["train_start"].iloc[0]) == [0, day, 2 * day]
+    assert (windows["train_end"] - windows["train_start"] == 2 * day).all()
+    assert (windows["test_start"] == windows["train_end"]).all()  # tested after its training, never on it
+    assert list(windows["test_end"].iloc[:-1]) == list(windows["test_start"].iloc[1:])  # contiguous
+    searched = sorted((out / "windows").iterdir())
+    assert [d.name for d in searched] == ["01-2018-09-01", "02-2018-09-02", "03-2018-09-03"]
+    assert result.stderr.count("sniper train: de over 3 parameters") == 3
+    cfg = config.load(inputs / "trend.yaml")
+    bars, funding = history.load_bars_csv(BARS), history.load_funding_csv(FUNDING)
+    balance = cfg.sim.balance_xbt
+    for (_, w), folder in zip(windows.iterrows(), searched, strict=True):
+        search = pd.read_csv(folder / "search.csv")
+        best = search.loc[search["score"].idxmax()]
+        assert w["train_score"] == pytest.approx(best["score"], rel=1e-12)
+        picked = config.load(folder / "best.yaml")
+        trend = picked.strategy.trend
+        assert (trend.fast_period, trend.slow_period, trend.leverage) == (
+            best["strategy.trend.fast_period"], best["strategy.trend.slow_period"], best["strategy.trend.leverage"])
+        # the test window is what the engine gives for that pick, starting with the equity carried over
+        picked = picked.__class__(**{**picked.__dict__, "sim": picked.sim.__class__(
+            **{**picked.sim.__dict__, "balance_xbt": balance})})
+        alone = engine.run(picked, bars, funding, start=int(w["test_start"]), end=int(w["test_end"]))
+        assert w["return"] == pytest.approx(alone.stats["total_return"], rel=1e-12, abs=1e-15)
+        balance = float(alone.equity["equity_xbt"].iloc[-1])
+    equity = pd.read_csv(out / "equity.csv")
+    assert equity["time"].iloc[0] == windows["test_start"].iloc[0] and equity["time"].iloc[-1] == windows["test_end"].iloc[-1]
+    assert equity["equity_xbt"].iloc[-1] == pytest.approx(balance, rel=1e-12)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["walk_forward"]["windows"] == 3 and stats["search"]["budget"] == 10
+    # best.yaml: the latest window's pick, to trade from here on
+    assert (out / "best.yaml").read_text().splitlines()[1:] == (searched[-1] / "best.yaml").read_text().splitlines()[1:]
+    assert "2018-09-03 00:00 – 2018-09-05 00:00" in (out / "best.yaml").read_text().splitlines()[0]
+    assert (out / "report.html").is_file() and "3 windows, out of sample" in result.stdout
+
+
+def test_walk_forward_resumes_every_window(forward_run, inputs, tmp_path):
+    out, _ = forward_run
+    copy = tmp_path / "again"
+    for folder in (out / "windows").iterdir():
+        (copy / "windows" / folder.name).mkdir(parents=True)
+        for name in ("search.csv", "search.json"):
+            (copy / "windows" / folder.name / name).write_bytes((folder / name).read_bytes())
+    result = sniper(*forward_argv(inputs, copy))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("; resuming: ") == 3
+    for folder in (out / "windows").iterdir():  # nothing evaluated again
+        assert (copy / "windows" / folder.name / "search.csv").read_text() == (folder / "search.csv").read_text()
+    assert pd.read_csv(copy / "windows.csv").equals(pd.read_csv(out / "windows.csv"))
+
+
+def test_ctrl_c_in_a_walk_forward_keeps_the_window_searches(inputs, tmp_path):
+    out = tmp_path / "stopped"
+    args = forward_argv(inputs, out)
+    args[args.index("--budget") + 1] = "300"
+    proc = subprocess.Popen([sys.executable, "-m", "sniper", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first = out / "windows" / "01-2018-09-01" / "search.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not first.exists() or first.read_text().count("\n") < 4):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted in window 1" in stderr and "the same command resumes" in stderr
+    assert "Traceback" not in stderr and "leaked" not in stderr
+    assert 3 <= len(pd.read_csv(first)) < 300 and not (out / "windows.csv").exists()
+
+
+def test_a_walk_forward_span_too_short_for_one_window_is_one_line(inputs, tmp_path, capsys):
+    code, err = in_process(forward_argv(inputs, tmp_path / "out", "--walk-forward", "60:7"), capsys)
+    assert code == 2 and err.startswith("sniper train: error: --to: empty range: the first test window would start "
+                                        "at 2018-10-31 00:00, not before the end 2018-09-06 00:00"), err
+    assert len(err.strip().splitlines()) == 1
+
+
 # ----------------------------------------------------------------------------- every bad argument: one line, exit 2
 
 BAD = [
@@ -241,6 +338,10 @@ BAD = [
     (["--bars", "no/such.csv"], "--bars:"),
     (["--space", "no/such.yaml"], "--space: no/such.yaml: space file not found"),
     (["--config", "no/such.yaml"], "--config: no/such.yaml: config file not found"),
+    (["--walk-forward", "2"], "--walk-forward: expected TRAIN:TEST days"),
+    (["--walk-forward", "2:1"], "--oos-from: not with --walk-forward"),
+    (["--walk-forward", "60:7", "--from", "2018-09-01", "--to", "2018-09-10", "--oos-from", "2018-09-11"],
+     "--oos-from: not with --walk-forward"),
 ]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from sniper.backtest.study import _end, _fraction, _when
 
 
-def _windows(text: str) -> tuple[float, float]:
+def windows(text: str) -> tuple[float, float]:
     """--walk-forward TRAIN:TEST, both in days."""
     try:
         train, test = (float(v) for v in text.split(":"))
@@ -115,9 +115,10 @@ def add_cli(sub) -> None:
                         "the simulator's exchange and feed")
     p.add_argument("--slippage", type=_fraction, default=DEFAULT_SLIPPAGE, metavar="FRACTION",
                    help=f"bars model: market orders fill this fraction beyond the close ({DEFAULT_SLIPPAGE:g})")
-    p.add_argument("--walk-forward", type=_windows, metavar="TRAIN:TEST",
+    p.add_argument("--walk-forward", type=windows, metavar="TRAIN:TEST",
                    help="step forward: windows of TRAIN days then TEST days, rolled by TEST; the test windows "
-                        "concatenated (the config's parameters: sniper train fits them)")
+                        "concatenated, each run with the config's parameters (sniper train --walk-forward searches them "
+                        "on every train window)")
     p.add_argument("--no-report", action="store_true", help="write the CSVs and stats.json only")
     p.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     p.set_defaults(handler=handler(p, _cmd_backtest))

@@ -273,7 +273,7 @@ class Evaluations:
                 self.bar.set_postfix_str(f"best {best[1]:.4g}" if best else "no score yet", refresh=False)
                 self.bar.update(1)
         except engine.BacktestError as exc:  # as a UsageError, which SciPy passes on as it is
-            raise _usage(exc) from None
+            raise as_usage(exc) from None
         return [self.results.energy(k) for k in keys]
 
 
@@ -346,10 +346,11 @@ class Plan:
     seed: int
     bars: np.ndarray
     funding: tuple[np.ndarray, np.ndarray]
-    in_sample: tuple[int, int]  # [start, end) epoch s of bar open times
-    oos: tuple[int, int]
+    in_sample: tuple[int, int]  # [start, end) epoch s of bar open times; walk-forward: the whole span
+    oos: tuple[int, int] | None  # None for a walk-forward, whose every test window is out of sample
     dask: str | None
     workers: int | None
+    walk_forward: tuple[float, float] | None = None  # (train days, test days)
 
 
 def _periods(args: argparse.Namespace, times: np.ndarray, warmup: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -384,6 +385,20 @@ def _periods(args: argparse.Namespace, times: np.ndarray, warmup: int) -> tuple[
             raise UsageError(f"{option.split('/')[0]}: the strategy needs {max(warmup, 1):,} bars of history before "
                              f"{_iso(a)}, the history holds {before:,} ({covered})")
     return (start, end), (oos_start, oos_end)
+
+
+def _span(args: argparse.Namespace, times: np.ndarray, warmup: int) -> tuple[int, int]:
+    """A walk-forward's [start, end): --from (default: the first bar after the warm-up) up to
+    --to (default: the history's end)."""
+    if warmup >= len(times):
+        raise UsageError(f"--bars/--db: the strategy needs {warmup:,} bars of history, the history holds "
+                         f"{len(times):,}")
+    start = args.start if args.start is not None else int(times[warmup])
+    end = args.end if args.end is not None else int(times[-1]) + 60
+    if start >= end:
+        raise UsageError(f"--from/--to: empty span: from {_iso(start)} up to {_iso(end)} (a bare --to date "
+                         "includes its day)")
+    return start, end
 
 
 def _dask_address(text: str) -> str:
@@ -426,20 +441,27 @@ def plan(args: argparse.Namespace) -> Plan:
     if not len(bars):
         raise UsageError("--bars/--db: the history holds no bars")
     warmup = strategies.build(cfg.strategy, taker_fee=cfg.sim.taker_fee).warmup
-    in_sample, oos = _periods(args, bars["time"], warmup)
+    if args.walk_forward:
+        for option, value in (("--oos-from", args.oos_start), ("--oos-to", args.oos_end)):
+            if value is not None:
+                raise UsageError(f"{option}: not with --walk-forward, whose every test window is out of sample "
+                                 "(--from/--to bound the whole span)")
+        in_sample, oos = _span(args, bars["time"], warmup), None
+    else:
+        in_sample, oos = _periods(args, bars["time"], warmup)
     return Plan(cfg, Path(args.config).read_text(), sp, out, method, args.objective or defaults.objective,
                 budget, defaults.seed if args.seed is None else args.seed,
                 bars, (np.asarray(f_times, dtype=np.int64), np.asarray(f_rates, dtype=np.float64)),
-                in_sample, oos, args.dask, args.workers)
+                in_sample, oos, args.dask, args.workers, args.walk_forward)
 
 
-def _window(p: Plan, period: tuple[int, int]) -> tuple:
+def window_data(p: Plan, period: tuple[int, int]) -> tuple:
     """The data of a backtest of `period`: every bar before its end (the history any trial's
     warm-up and lookback may want; the engine slices its view) and every settlement."""
     return p.bars[: np.searchsorted(p.bars["time"], period[1])], p.funding
 
 
-def _fingerprint(p: Plan, data: tuple) -> dict:
+def fingerprint(p: Plan, data: tuple) -> dict:
     """What the scores depend on: the config (all but its train section), the objective, the
     in-sample period, the data and the space."""
     bars, (times, rates) = data
@@ -465,7 +487,7 @@ def _check_resume(out: Path, inputs: dict) -> None:
         meta.write_text(json.dumps(inputs, indent=1) + "\n")
 
 
-def _usage(exc: engine.BacktestError, *, oos: bool = False) -> UsageError:
+def as_usage(exc: engine.BacktestError, *, oos: bool = False) -> UsageError:
     """The engine's refusal of a period or of the data, as the option it is about."""
     option = {"start": "--oos-from" if oos else "--from", "end": "--oos-to" if oos else "--to",
               "funding": "--funding"}.get(exc.field, "--bars")
@@ -474,7 +496,7 @@ def _usage(exc: engine.BacktestError, *, oos: bool = False) -> UsageError:
 
 def _backtest(p: Plan, cfg: Config, period: tuple[int, int], label: str, out: Path) -> dict:
     """Backtest `cfg` over `period`, write it (with its report) into `out`; its summary."""
-    bars, funding = _window(p, period)
+    bars, funding = window_data(p, period)
     print(f"sniper train: the best parameters {label}, {_iso(period[0])} – {_iso(period[1])}", file=sys.stderr)
     result = engine.run(cfg, bars, funding, start=period[0], end=period[1], progress=True)
     result.write(out)
@@ -483,7 +505,7 @@ def _backtest(p: Plan, cfg: Config, period: tuple[int, int], label: str, out: Pa
             **{k: result.stats[k] for k in STATS if k in result.stats}}
 
 
-def _write_best(p: Plan, cfg: Config, in_score: float, tried: int) -> Path:
+def write_best(p: Plan, cfg: Config, in_score: float, tried: int) -> Path:
     path = p.out / "best.yaml"
     path.write_text(f"# sniper train: the best of {tried} parameter sets by {p.objective} ({in_score:.4g} in sample "
                     f"{_iso(p.in_sample[0])} – {_iso(p.in_sample[1])}); {p.cfg.source} with the values of "
@@ -491,32 +513,57 @@ def _write_best(p: Plan, cfg: Config, in_score: float, tried: int) -> Path:
     return path
 
 
+def open_pool(p: Plan, key: str, data: tuple) -> tuple[LocalPool | DaskPool, str]:
+    """The pool every evaluation runs on, holding `data` under `key`; and what to call it."""
+    if p.dask:
+        return DaskPool(p.dask, p.workers, key, data), f"Dask {p.dask}"
+    workers = p.workers or len(os.sched_getaffinity(0))
+    return LocalPool(workers, key, data), f"{workers} local processes"
+
+
+def prepare(p: Plan) -> dict:
+    """Create p.out for a search of p.in_sample, refusing one that holds another search's
+    results; what its scores depend on (search.json)."""
+    p.out.mkdir(parents=True, exist_ok=True)
+    inputs = fingerprint(p, window_data(p, p.in_sample))
+    _check_resume(p.out, inputs)
+    return inputs
+
+
+def run_search(p: Plan, pool, key: str, where: str) -> tuple[Results, str | None]:
+    """Search p.in_sample (`prepare`d) on `pool`, which holds the bars under `key`; search.csv
+    in p.out. (The results, how the search ended: None after Ctrl-C.)"""
+    trial = Trial(p.space, p.cfg, p.objective, key, *p.in_sample)
+    results = Results(p.out / "search.csv", p.space)
+    print(f"sniper train: {p.method} over {len(p.space.params)} parameters, objective {p.objective}, budget "
+          f"{p.budget}, seed {p.seed}, in sample {_iso(p.in_sample[0])} – {_iso(p.in_sample[1])}, on {where}"
+          + (f"; resuming: {results.resumed} parameter sets in {results.path}" if results.resumed else ""),
+          file=sys.stderr)
+    try:
+        with tqdm(total=p.budget, desc=f"train {p.method}", unit="backtest", file=sys.stderr) as bar:
+            return results, search(p.method, trial, Evaluations(p.space, pool, results, bar), p.budget, p.seed)
+    except KeyboardInterrupt:
+        return results, None
+    finally:
+        results.close()
+
+
 def train(p: Plan) -> int:
     """Search, then write the best parameters and their backtests; the exit status."""
-    p.out.mkdir(parents=True, exist_ok=True)
-    data = _window(p, p.in_sample)
-    inputs = _fingerprint(p, data)
-    _check_resume(p.out, inputs)
-    trial = Trial(p.space, p.cfg, p.objective, inputs["data"], *p.in_sample)
-    results = Results(p.out / "search.csv", p.space)
-    workers = p.workers or len(os.sched_getaffinity(0))
-    began, pool, interrupted, ended = time.monotonic(), None, False, None
+    key = prepare(p)["data"]
+    began, pool, results, ended = time.monotonic(), None, None, None
     try:
-        pool = (DaskPool(p.dask, p.workers, inputs["data"], data) if p.dask
-                else LocalPool(workers, inputs["data"], data))
-        print(f"sniper train: {p.method} over {len(p.space.params)} parameters, objective {p.objective}, budget "
-              f"{p.budget}, seed {p.seed}, in sample {_iso(p.in_sample[0])} – {_iso(p.in_sample[1])}, on "
-              + (f"Dask {p.dask}" if p.dask else f"{workers} local processes")
-              + (f"; resuming: {results.resumed} parameter sets in {results.path}" if results.resumed else ""),
-              file=sys.stderr)
-        with tqdm(total=p.budget, desc=f"train {p.method}", unit="backtest", file=sys.stderr) as bar:
-            ended = search(p.method, trial, Evaluations(p.space, pool, results, bar), p.budget, p.seed)
+        pool, where = open_pool(p, key, window_data(p, p.in_sample))
+        results, ended = run_search(p, pool, key, where)
     except KeyboardInterrupt:
-        interrupted = True
+        pass
     finally:
         if pool is not None:
             pool.close(abort=ended is None)
-        results.close()
+    if results is None:
+        print("sniper train: interrupted before the search began", file=sys.stderr)
+        return INTERRUPTED
+    interrupted = ended is None
     unscored = sum(not math.isfinite(v) for v in results.scores.values())
     stats = {"method": p.method, "objective": p.objective, "budget": p.budget, "seed": p.seed,
              "parameter_sets": len(results.scores), "resumed": results.resumed, "unscored": unscored,
@@ -529,7 +576,7 @@ def train(p: Plan) -> int:
         return INTERRUPTED if interrupted else 1
     values, in_score = best
     cfg = p.space.apply(p.cfg, values)
-    best_yaml = _write_best(p, cfg, in_score, len(results.scores))
+    best_yaml = write_best(p, cfg, in_score, len(results.scores))
     stats["best"] = dict(zip(p.space.names, values, strict=True))
     stats["in_sample"] = {"score": in_score}
     try:
@@ -539,7 +586,7 @@ def train(p: Plan) -> int:
     except KeyboardInterrupt:
         interrupted = True
     except engine.BacktestError as exc:
-        raise _usage(exc, oos=True) from None
+        raise as_usage(exc, oos=True) from None
     stats["interrupted"] = interrupted
     (p.out / "stats.json").write_text(json.dumps(stats, indent=1, default=str) + "\n")
     report = build_report(p.out)
@@ -558,11 +605,17 @@ def train(p: Plan) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    return train(plan(args))
+    p = plan(args)
+    if p.walk_forward:
+        from sniper.backtest.forward import train_forward
+
+        return train_forward(p)
+    return train(p)
 
 
 def add_cli(sub) -> None:
     from sniper.backtest import add_history_args, handler, positive_int
+    from sniper.backtest.cli import windows
 
     p = sub.add_parser(
         "train", help="search strategy hyperparameters by backtest",
@@ -588,6 +641,10 @@ def add_cli(sub) -> None:
                    help="out-of-sample start (default: the in-sample end)")
     p.add_argument("--oos-to", dest="oos_end", type=_end, metavar="DATE",
                    help="out-of-sample end (default: the history's end)")
+    p.add_argument("--walk-forward", type=windows, metavar="TRAIN:TEST",
+                   help="step forward: search on TRAIN days, backtest the best on the TEST days after them, roll "
+                        "by TEST over the --from/--to span; the test windows concatenated are the result "
+                        "(windows/ holds each search)")
     p.add_argument("--dask", type=_dask_address, metavar="ADDR",
                    help="run on a Dask cluster: tcp://HOST:PORT of its scheduler, or local (a LocalCluster on "
                         "127.0.0.1)")
