@@ -42,8 +42,35 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 DUPLICATE_CLORDID = "duplicate clordid"
-RETRY_AFTER_MAX_S = 300.0  # a longer (or non-numeric) Retry-After is a garbled header, not a ban to obey
+RETRY_AFTER_MAX_S = 300.0  # the longest server-asked wait obeyed: a longer one is a garbled figure, not a ban
+RETRY_AFTER_DEFAULT_S = 1.0  # the wait after a 429 that names none we can use
 PACE_MAX_S = 60.0  # BitMEX's budget refills within a minute: a longer pacing wait is a garbled header
+
+
+def retry_after_s(value, field: str, ceiling: float = RETRY_AFTER_MAX_S) -> float:
+    """Seconds to wait after a 429, from the server's figure `value` (header text or a JSON
+    number): a finite non-negative number, cut to `ceiling`. Anything else is garbled and
+    waits RETRY_AFTER_DEFAULT_S. The one rule for REST and the websocket, because a figure
+    taken as is (1e308, inf) overflows the wait that obeys it. A garbled or cut figure is
+    logged once, naming `field`."""
+    if value is None:
+        return RETRY_AFTER_DEFAULT_S
+    seconds = None
+    if isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            pass
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = value
+    if seconds is None or not 0 <= seconds < math.inf:  # NaN fails both
+        logger.warning("%s %.40r is not a finite non-negative number of seconds; waiting %.0f s",
+                       field, value, RETRY_AFTER_DEFAULT_S)
+        return RETRY_AFTER_DEFAULT_S
+    if seconds > ceiling:
+        logger.warning("%s %.40r is over the %.0f s ceiling; waiting %.0f s", field, value, ceiling, ceiling)
+        return float(ceiling)
+    return float(seconds)
 
 
 class ExchangeError(Exception):
@@ -409,10 +436,6 @@ def _error_from(resp: requests.Response) -> ExchangeError:
         message, name = (resp.text or resp.reason or "")[:200], ""
     status = resp.status_code
     if status == 429:
-        try:
-            retry_after = float(resp.headers.get("retry-after", 1.0))
-        except ValueError:
-            retry_after = 1.0
-        retry_after = min(retry_after, RETRY_AFTER_MAX_S) if retry_after >= 0 else 1.0  # NaN and negatives: garbled
+        retry_after = retry_after_s(resp.headers.get("retry-after"), "Retry-After header")
         return RateLimited(message, status, name, retry_after=retry_after)
     return _BY_STATUS.get(status, ExchangeError)(message, status, name)

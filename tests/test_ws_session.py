@@ -4,10 +4,14 @@ and who owns the frames that are not table data."""
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 import random
 
 import pytest
 
+from sniper.rest import RETRY_AFTER_MAX_S
 from sniper.ws.session import Session
 from sniper.ws.state import PUBLIC_TABLES, State
 
@@ -36,6 +40,37 @@ def test_retry_after_stretches_one_back_off_only():
     assert session.retry_after == 0.0 and session.next_delay(healthy=False) <= 0.4
     session.refused(429, "Rate limit exceeded", {"retry-after": "soon"})  # unreadable: one second
     assert session.next_delay(healthy=False) == 1.0
+
+
+@pytest.mark.parametrize("figure, wait, logged", [
+    (7, 7.0, False), (0, 0.0, False), (2.5, 2.5, False), ("5", 5.0, False),  # a number's text reads as a header's
+    (1e308, RETRY_AFTER_MAX_S, True), (-1, 1.0, True), ("soon", 1.0, True), (True, 1.0, True), ([3], 1.0, True),
+    ({"s": 3}, 1.0, True)])
+def test_a_429_frame_s_retry_after_is_a_bounded_number_or_one_second(figure, wait, logged, caplog):
+    state = State()
+    session = Session(state, backoff_initial=0.01, backoff_max=0.02)
+    with caplog.at_level(logging.WARNING, "sniper.rest"):
+        state.apply_message(json.dumps({"status": 429, "error": "slow down", "meta": {"retryAfter": figure}}))
+    assert session.retry_after == wait and wait <= session.next_delay(healthy=False) <= max(wait, 0.02)
+    lines = [r.getMessage() for r in caplog.records if r.name == "sniper.rest"]
+    assert len(lines) == logged and all(line.startswith(f"meta.retryAfter of a 429 frame {figure!r} is ")
+                                        for line in lines)
+
+
+@pytest.mark.parametrize("figure", [math.inf, -math.inf, math.nan])
+def test_a_retry_after_no_wait_can_obey_waits_one_second(figure):
+    """JSON carries no inf or NaN, but a decoder that did must not hand them to the wait."""
+    session = Session(State())
+    session.on_control({"status": 429, "meta": {"retryAfter": figure}}, "")
+    assert session.retry_after == 1.0
+
+
+@pytest.mark.parametrize("header, wait", [("1e308", RETRY_AFTER_MAX_S), ("99999999999999999999", RETRY_AFTER_MAX_S),
+                                          ("inf", 1.0), ("nan", 1.0), ("-3", 1.0), ("2.5", 2.5)])
+def test_a_refused_upgrade_s_retry_after_header_is_read_by_the_same_rule(header, wait):
+    session = Session(State())
+    session.refused(429, "Rate limit exceeded", {"retry-after": header})
+    assert session.retry_after == wait
 
 
 def test_failures_in_a_row_grow_the_back_off_and_a_healthy_connection_resets_it():

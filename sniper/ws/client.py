@@ -25,7 +25,8 @@ The client's own job is the connection's life:
   rebuild every table from the new partials;
 - a 401/403 (at the upgrade or in reply to the auth op) stops the thread
   with the session's `fatal` set instead of reconnecting in a loop; a 429
-  stretches the back-off to the server's retry-after.
+  stretches the back-off to the server's retry-after (at most
+  `retry_after_max`, five minutes unless a test shortens it).
 Durations here are real time (time.monotonic), staleness included: a
 socket's liveness does not speed up or freeze with a simulated clock.
 """
@@ -42,6 +43,7 @@ import websocket
 
 from sniper import auth
 from sniper.clock import RealClock
+from sniper.rest import RETRY_AFTER_MAX_S
 from sniper.ws.session import Session
 from sniper.ws.state import PRIVATE_TABLES, PUBLIC_TABLES, State
 
@@ -62,8 +64,8 @@ class WsClient:
     def __init__(self, url: str, state: State, symbol: str = "XBTUSD", credentials: auth.Credentials | None = None,
                  clock=None, *, ping_interval: float = 5.0, dead_after: float = 15.0, ready_timeout: float = 30.0,
                  stale_after: float | None = STALE_AFTER_S,
-                 backoff_initial: float = 0.5, backoff_max: float = 30.0, connect_timeout: float = 10.0,
-                 rng: random.Random | None = None) -> None:
+                 backoff_initial: float = 0.5, backoff_max: float = 30.0, retry_after_max: float = RETRY_AFTER_MAX_S,
+                 connect_timeout: float = 10.0, rng: random.Random | None = None) -> None:
         if not 0 < ping_interval < dead_after:
             raise ValueError("need 0 < ping_interval < dead_after")
         if stale_after is not None and not stale_after > 0:
@@ -81,7 +83,8 @@ class WsClient:
         self.tables = PUBLIC_TABLES + (PRIVATE_TABLES if credentials else ())
         self.sessions = 0
         self.last_end: str | None = None
-        self.session = Session(state, backoff_initial=backoff_initial, backoff_max=backoff_max, rng=rng)
+        self.session = Session(state, backoff_initial=backoff_initial, backoff_max=backoff_max,
+                               retry_after_max=retry_after_max, rng=rng)
         self._tick = min(0.25, ping_interval / 2)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -10,7 +10,8 @@ readers (the client's loop, the supervisor), so it lives here:
   auth op). Retrying cannot help, so the client stops for good and the state is marked not
   ready at once, before anyone trades on it;
 - `retry_after`: a 429 (at the upgrade or as an error frame) stretches the next back-off to
-  the server's figure;
+  the server's figure, read by REST's rule (`rest.retry_after_s`: a finite non-negative
+  number, at most `retry_after_max`), so no figure a server sends can overflow the wait;
 - the back-off itself: exponential with equal jitter, reset after a healthy connection.
 
 The state hands the session every frame that is not table data (acks, errors, info;
@@ -25,6 +26,7 @@ import logging
 import random
 
 from sniper import log
+from sniper.rest import RETRY_AFTER_MAX_S, retry_after_s
 from sniper.ws.state import State, frame_text
 
 logger = logging.getLogger(__name__)
@@ -38,10 +40,11 @@ class Session:
     """The protocol state of one client's connection to `state`; see the module docstring."""
 
     def __init__(self, state: State, *, backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 rng: random.Random | None = None) -> None:
+                 retry_after_max: float = RETRY_AFTER_MAX_S, rng: random.Random | None = None) -> None:
         self.state = state
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
         self.authenticated = False
         self.subscribed: set[str] = set()
         self.fatal: str | None = None
@@ -61,8 +64,8 @@ class Session:
         if status in FATAL_STATUS:
             self._stop_for_good(f"authentication failed ({status}): {log.redact(body)}")
         elif status == RATE_LIMITED:
-            retry = (headers or {}).get("retry-after")
-            self.retry_after = float(retry) if retry and retry.isdigit() else 1.0
+            self.retry_after = retry_after_s((headers or {}).get("retry-after"),
+                                             "Retry-After header of the refused upgrade", self.retry_after_max)
 
     def backoff(self, attempt: int) -> float:
         """Exponential back-off with equal jitter: half fixed, half random."""
@@ -115,6 +118,6 @@ class Session:
             return
         if status == RATE_LIMITED:
             meta = msg.get("meta") if isinstance(msg.get("meta"), dict) else {}
-            retry = meta.get("retryAfter", 1)
-            self.retry_after = float(retry) if isinstance(retry, (int, float)) else 1.0
+            self.retry_after = retry_after_s(meta.get("retryAfter"), "meta.retryAfter of a 429 frame",
+                                             self.retry_after_max)
         self.state.note_bad(f"server error {status}", raw, text)
