@@ -104,3 +104,20 @@ def test_a_backtest_steps_the_same_executor_bar_by_bar_without_threads():
     fills = rig.journal.fills()
     assert {f["exec_id"] for f in fills} == {r["execID"] for r in rig.venue.fills()}
     assert sum(f["qty"] if f["side"] == BUY else -f["qty"] for f in fills) == rig.venue.position() != 0
+
+
+def test_a_restart_says_it_resumes_the_journal_s_last_target(tmp_path, caplog):
+    path = str(tmp_path / "journal.sqlite")
+    rig = rig_on(journal_path=path)
+    reach(rig, Target(200, "market", "long"))
+    restarted = Executor(rig.venue, Journal(path, rig.clock), rig.risk, rig.clock, rig.execution)
+    with caplog.at_level("INFO", logger="sniper.orders.executor"):
+        restarted.start()
+        restarted.stop(cancel=False)
+    assert "resuming the journal's last target +200 (market, intent 1) until the strategy decides" in caplog.text
+    fresh = Executor(rig.venue, Journal(str(tmp_path / "new.sqlite"), rig.clock), rig.risk, rig.clock, rig.execution)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="sniper.orders.executor"):
+        fresh.start()
+        fresh.stop(cancel=False)
+    assert "resuming" not in caplog.text

@@ -107,6 +107,10 @@ class Executor:
             self._wanted = target
 
     def start(self) -> None:
+        resumed = self._decided()
+        if resumed is not None and self._wanted is None:  # say why orders go out before the strategy's first word
+            logger.info("resuming the journal's last target %+d (%s, intent %d) until the strategy decides",
+                        resumed.qty, resumed.style, self._intent.id)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="executor", daemon=True)
         self._thread.start()
