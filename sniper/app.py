@@ -231,16 +231,22 @@ class App:
         self._stack.callback(self.health_server.stop)
 
     # ------------------------------------------------------------------ supervision
-    def threads(self) -> dict[str, bool]:
+    def _threads(self) -> dict:
+        """The supervised threads by name, the market data first (the others act on it)."""
         parts = {"websocket": self.ws, "executor": self.executor, "strategy": self.loop}
-        return {name: part.is_alive() for name, part in parts.items() if part is not None}
+        return {name: part for name, part in parts.items() if part is not None}
+
+    def threads(self) -> dict[str, bool]:
+        return {name: part.is_alive() for name, part in self._threads().items()}
 
     def repair(self) -> list[str]:
-        """Restart a dead strategy or executor thread. Raises StartError once one has died more
-        than MAX_RESTARTS times: then a person must look, and systemd restarts the process."""
+        """Restart a dead websocket, executor or strategy thread. A websocket the exchange refused
+        for good ended by design and is left alone: restarting cannot help, the supervisor stops
+        on `refusal()`. Raises StartError once a thread has died more than MAX_RESTARTS times:
+        then a person must look, and systemd restarts the process."""
         repaired = []
-        for name, part in (("executor", self.executor), ("strategy", self.loop)):
-            if part is None or part.is_alive():
+        for name, part in self._threads().items():
+            if part.is_alive() or (part is self.ws and self.ws.fatal):
                 continue
             self.restarts[name] = self.restarts.get(name, 0) + 1
             if self.restarts[name] > MAX_RESTARTS:
@@ -304,6 +310,7 @@ class App:
             "journal": journal_error or "ok",
             "websocket_last_end": getattr(self.ws, "last_end", None),
             "threads": threads,
+            "dead_threads": [name for name, alive in threads.items() if not alive],  # what repair restarts
             "restarts": dict(self.restarts),
             "risk_refusals": dict(self.risk.refusals) if self.risk is not None else {},
         }

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from sniper import app as app_mod
 from sniper import config
 from sniper.history import Store, load_bars_csv
 from sniper.model import parse_time
+from sniper.sim import process
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_FUNDING = ROOT / "sniper" / "data" / "xbtusd_funding_20180819_20181122.csv.gz"
@@ -164,6 +166,36 @@ def test_a_dead_strategy_or_executor_thread_is_restarted(tmp_path, started, monk
         wait_for(lambda p=part: p.is_alive(), 5, "the restart")
     assert app.restarts == {"executor": 1, "strategy": 1}
     wait_for(lambda: app.health()["healthy"], 10, "health after the restarts")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death is the point
+def test_a_dead_websocket_thread_is_restarted_and_the_book_is_live_again(tmp_path, started, monkeypatch):
+    """No frame reaches the websocket thread outside its catch-all any more; the last one that
+    did was a 429's retryAfter of 1e308, which the reconnect wait could not obey. The test
+    brings that death back by injection: the session's next delay is 1e308 once, and the
+    simulator drops the connection."""
+    app = started(sim_config(tmp_path, strategy="flat", speed=60.0))
+    control = requests.Session()
+    session = app.ws.session
+
+    def absurd(healthy):
+        monkeypatch.undo()  # one death only
+        return 1e308
+
+    monkeypatch.setattr(session, "next_delay", absurd)
+    process.control(control, app.url, "fault", {"mode": "drop"})
+    wait_for(lambda: not app.ws.is_alive(), 10, "the websocket thread to die")
+    health = app.health()
+    assert not health["healthy"] and not health["ready"] and health["dead_threads"] == ["websocket"], health
+    assert app.repair() == ["websocket"] and app.restarts == {"websocket": 1}
+    wait_for(lambda: app.health()["healthy"], 30, "health after the restart")
+    assert app.health()["dead_threads"] == [] and app.state.snapshot(0).reconnects == 1
+    # live: with the market paused, a size the simulator's book is given shows in ours
+    process.control(control, app.url, "feed", {"paused": True})
+    ask = process.control(control, app.url, "state", method="GET")["best_ask"]
+    process.control(control, app.url, "book", {"levels": [{"side": "Sell", "price": ask, "size": 4321}]})
+    wait_for(lambda: app.state.snapshot(1).asks == [(ask, 4321)], 10, "the new size in our book")
+    assert app.repair() == []
 
 
 def test_a_store_written_past_the_replays_now_is_not_seen(tmp_path, started):

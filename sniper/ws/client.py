@@ -93,8 +93,11 @@ class WsClient:
 
     # ---- control ------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("WsClient already started")
+        """Start the thread; again once it has ended (the supervisor restarts a dead one), never
+        two at once. The new thread connects afresh: a reconnect, as far as the state knows."""
+        if self.is_alive():
+            raise RuntimeError("WsClient already running")
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="ws", daemon=True)
         self._thread.start()
 
