@@ -214,9 +214,16 @@ class App:
         self.loop.start()
 
     def _fees(self) -> tuple[float, float]:
-        """The instrument's maker and taker fees (BitMEX publishes them on the instrument)."""
+        """The instrument's maker and taker fees (BitMEX publishes them on the instrument); the
+        configured ones when the instrument has none or garbled ones (logged)."""
+        from sniper.orders.venue import VenueError, number
+
         inst = self.state.snapshot(depth=0).instrument or {}
-        maker, taker = inst.get("makerFee"), inst.get("takerFee")
+        try:
+            maker, taker = (number(inst.get(f), f"instrument {f}") for f in ("makerFee", "takerFee"))
+        except VenueError as exc:
+            logger.warning("%s: the configured fees are used", exc)
+            maker = taker = None
         if maker is None or taker is None:
             return self.cfg.sim.maker_fee, self.cfg.sim.taker_fee
         return float(maker), float(taker)
@@ -264,20 +271,15 @@ class App:
             return StartError(auth.skew_message(skew))
         return Refused(self.ws.fatal)
 
-    @staticmethod
-    def _position(row) -> int | None:
-        """The position for /health; None when the row is garbled (the supervisor must not die on it)."""
-        from sniper.orders.venue import VenueError, contracts
-
-        try:
-            return contracts(row)
-        except VenueError:
-            return None
-
     def health(self) -> dict:
+        from sniper.orders.venue import balance_of, contracts, number
+
         snap = self.state.snapshot(depth=None)  # the whole book: its depth is a metric
         pos = snap.position or {}
-        margin = snap.margin or {}
+        unreadable: list[str] = []
+        position = _shown(unreadable, contracts, pos)
+        pnl = _shown(unreadable, number, pos.get("unrealisedPnl"), "position unrealisedPnl")
+        balance = _shown(unreadable, balance_of, snap)
         threads = self.threads()
         seq, when, rate = self._messages
         now = time.monotonic()
@@ -292,12 +294,13 @@ class App:
             "reason": snap.reason,
             "best_bid": snap.best_bid,
             "best_ask": snap.best_ask,
-            "position": self._position(pos),
+            "position": position,
             "target": None if target is None else {"qty": target.qty, "style": target.style,
                                                    "reason": target.reason},
             "open_orders": len(snap.orders),
-            "unrealised_pnl_xbt": (pos.get("unrealisedPnl") or 0) / SATOSHI,
-            "margin_balance_xbt": (margin.get("marginBalance") or 0) / SATOSHI,
+            "unrealised_pnl_xbt": None if pnl is None else pnl / SATOSHI,
+            "margin_balance_xbt": None if balance is None else balance / SATOSHI,
+            "unreadable": unreadable,  # the garbled figures shown as None above, and why
             "data_age_s": round(snap.data_age, 3),
             "table_age_s": self.state.table_ages(),
             "book_levels": {"Buy": len(snap.bids), "Sell": len(snap.asks)} if snap.ready else {},
@@ -319,6 +322,18 @@ class App:
         if self.loop is not None:
             status.update(self.loop.status())
         return status
+
+
+def _shown(unreadable: list[str], read, *args):
+    """`read(*args)` as /health shows a figure: 0 when absent, None when garbled, with the reason
+    added to `unreadable`. The supervisor reports what it cannot read; it must not die on it."""
+    from sniper.orders.venue import VenueError
+
+    try:
+        return read(*args) or 0
+    except VenueError as exc:
+        unreadable.append(str(exc))
+        return None
 
 
 class Refused(Exception):

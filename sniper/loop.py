@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 
 from sniper.model import MINUTE, SATOSHI, Target, parse_time
-from sniper.orders.venue import position_of
+from sniper.orders.venue import VenueError, balance_of, mark_of, number, position_of
 from sniper.strategies.base import Account, Decision, Funding
 
 logger = logging.getLogger("sniper.loop")
@@ -49,6 +49,7 @@ class StrategyLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._unreadable: str | None = None  # the garbled account figure last logged
         # a clock running at 100x must be looked at 100x as often, or minutes go by unseen
         self._wake = max(MIN_WAKE_S, WAKE_S / max(1.0, float(getattr(market_clock, "speed", 1.0) or 1.0)))
 
@@ -84,6 +85,13 @@ class StrategyLoop:
                 if now >= next_bar or moved:  # a new bar, or a fill: the strategy may see it
                     self.step(now)
                     next_bar = self._next_close()
+                self._unreadable = None
+            except VenueError as exc:
+                # a garbled account figure: no decision on it; one line while it stays the same
+                if str(exc) != self._unreadable:
+                    logger.warning("no decision: %s", exc)
+                    self._unreadable = str(exc)
+                next_bar = self._next_close()
             except Exception:
                 # a bug in one decision must show, and must not leave the daemon without a loop
                 logger.exception("strategy step failed; trying again at the next wake")
@@ -136,18 +144,19 @@ class StrategyLoop:
     def _funding(self, snap) -> Funding:
         times, rates = self.bars.funding_history
         ts = snap.funding_timestamp
-        return Funding(next_time=parse_time(ts) if ts else None, rate=snap.funding_rate,
-                       past_times=times, past_rates=rates)
+        return Funding(next_time=parse_time(ts) if ts else None,
+                       rate=number(snap.funding_rate, "instrument fundingRate"), past_times=times, past_rates=rates)
 
     def _account(self, snap) -> Account:
+        """Our side as the strategy sees it; a garbled figure raises VenueError (no decision)."""
         pos = snap.position or {}
-        margin = snap.margin or {}
-        balance = margin.get("marginBalance")
+        balance = balance_of(snap)
         return Account(
             position=position_of(snap),
             margin_balance_xbt=balance / SATOSHI if balance else 0.0,
-            mark=snap.mark_price, best_bid=snap.best_bid, best_ask=snap.best_ask,
-            avg_entry=pos.get("avgEntryPrice"), liquidation_price=pos.get("liquidationPrice"),
+            mark=mark_of(snap), best_bid=snap.best_bid, best_ask=snap.best_ask,
+            avg_entry=number(pos.get("avgEntryPrice"), "position avgEntryPrice"),
+            liquidation_price=number(pos.get("liquidationPrice"), "position liquidationPrice"),
             taker_fee=self.taker_fee, maker_fee=self.maker_fee,
         )
 

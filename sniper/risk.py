@@ -10,6 +10,10 @@ The gate is deliberately dumb and separate from the executor. Limits that bound
 exposure (position, leverage, liquidation distance, daily loss) never block an
 order that can only reduce exposure; size, rate and the kill switch apply to
 everything (except that a configured flatten may still reduce while killed).
+The account figures are read with the venue's checked readers: a position the
+gate cannot read refuses every order (whether one reduces is unknown), a garbled
+figure an exposure limit needs refuses the orders that increase exposure; both
+as `unreadable_account`, naming the field.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 from sniper.config import RiskConfig
 from sniper.model import SATOSHI, Target, side_sign
+from sniper.orders.venue import VenueError, balance_of, mark_of, number, position_of
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +128,10 @@ class RiskGate:
         allows on the margin balance at the mark. A wish beyond them becomes the largest allowed
         position instead of an order `check` would refuse every cycle."""
         limit = self.config.max_position
-        price = snap.mark_price or snap.best_ask or snap.best_bid
-        balance = (snap.margin or {}).get("marginBalance")
+        try:
+            price, balance = mark_of(snap) or snap.best_ask or snap.best_bid, balance_of(snap)
+        except VenueError:  # unknown: `check` refuses the orders that would need them, naming the field
+            price = balance = None
         if price and balance and balance > 0:
             limit = min(limit, int(self.config.max_leverage * balance / SATOSHI * price))
         if abs(target.qty) <= limit:
@@ -144,7 +151,10 @@ class RiskGate:
 
     def check(self, order: ProposedOrder, snap, working: int = 0) -> Verdict:
         """May `order` be sent? `working` is the signed leaves of our other open orders."""
-        verdict = self._check(order, snap, working)
+        try:
+            verdict = self._check(order, snap, working)
+        except VenueError as exc:  # a figure of the exchange's view is garbled: nothing rests on it
+            verdict = Verdict(False, "unreadable_account", str(exc))
         if verdict.ok:
             self._last_refusal = ""
             return verdict
@@ -162,7 +172,7 @@ class RiskGate:
 
     def _check(self, order: ProposedOrder, snap, working: int) -> Verdict:
         cfg = self.config
-        position = int((snap.position or {}).get("currentQty") or 0)
+        position = position_of(snap)
         before = position + working
         after = before + order.signed
         increases = not order.reduce_only and abs(after) > abs(before)
@@ -184,8 +194,8 @@ class RiskGate:
             return Verdict(False, "max_position",
                            f"position {position} + working {working} + order {order.signed} = {after},"
                            f" |{after}| > max {cfg.max_position}")
-        price = order.price or snap.mark_price or snap.best_ask or snap.best_bid
-        balance = (snap.margin or {}).get("marginBalance")
+        price = order.price or mark_of(snap) or snap.best_ask or snap.best_bid
+        balance = balance_of(snap)
         if not price or not balance or balance <= 0:
             return Verdict(False, "max_leverage", f"cannot size leverage: price {price}, margin balance {balance}")
         leverage = abs(after) / price / (balance / SATOSHI)
@@ -193,8 +203,9 @@ class RiskGate:
             return Verdict(False, "max_leverage",
                            f"{abs(after)} contracts at {price} on {balance / SATOSHI:.8f} XBT"
                            f" = {leverage:.2f}x > max {cfg.max_leverage}x")
-        liq = (snap.position or {}).get("liquidationPrice")
-        mark = snap.mark_price or (snap.position or {}).get("markPrice")
+        row = snap.position or {}
+        liq = number(row.get("liquidationPrice"), "position liquidationPrice")
+        mark = mark_of(snap) or number(row.get("markPrice"), "position markPrice")
         if position and liq and mark:
             distance = abs(mark - liq) / mark
             if distance < cfg.min_liquidation_distance:

@@ -4,6 +4,7 @@ with the strategy loop, the executor and the health endpoint as production runs 
 import dataclasses
 import gzip
 import json
+import logging
 import time
 import urllib.request
 from pathlib import Path
@@ -196,6 +197,44 @@ def test_a_dead_websocket_thread_is_restarted_and_the_book_is_live_again(tmp_pat
     process.control(control, app.url, "book", {"levels": [{"side": "Sell", "price": ask, "size": 4321}]})
     wait_for(lambda: app.state.snapshot(1).asks == [(ask, 4321)], 10, "the new size in our book")
     assert app.repair() == []
+
+
+def test_garbled_account_figures_are_reported_and_break_nothing(tmp_path, started, caplog):
+    """Rows the exchange sends garbled (through the real State, on a paused market so nothing
+    overwrites them): /health and /metrics show the figures as unknown and say why, the strategy
+    loop decides nothing and says so once, and all is as before once good rows come."""
+    app = started(sim_config(tmp_path, strategy="flat", speed=60.0))
+    process.control(requests.Session(), app.url, "feed", {"paused": True})
+    snap = app.state.snapshot(0)
+    assert snap.position is None  # the flat strategy never traded: the position row is inserted
+    account = snap.margin["account"]
+
+    def send(table: str, action: str, **fields) -> None:
+        key = {"symbol": "XBTUSD", "currency": "XBt"} if table == "position" else {"currency": "XBt"}
+        app.state.apply_message(json.dumps({"table": table, "action": action,
+                                            "data": [{"account": account, **key, **fields}]}))
+
+    with caplog.at_level(logging.WARNING, "sniper.loop"):
+        send("position", "insert", currentQty=1.9, unrealisedPnl="x")
+        send("margin", "update", marginBalance="lots")
+        health = app.health()
+        assert health["position"] is None and health["unrealised_pnl_xbt"] is None
+        assert health["margin_balance_xbt"] is None and health["unreadable"] == [
+            "unreadable position row: currentQty 1.9", "unreadable position unrealisedPnl 'x'",
+            "unreadable margin marginBalance 'lots'"]
+        with urllib.request.urlopen(app.health_server.url + "/metrics", timeout=5) as resp:
+            families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+        assert families["sniper_position_contracts"].samples == [] and families["sniper_up"].samples
+        wait_for(lambda: any("no decision" in r.getMessage() for r in caplog.records), 10, "the loop's one line")
+        time.sleep(0.5)  # wakes of the loop on the same garbled row: no more lines
+        lines = [r.getMessage() for r in caplog.records if r.name == "sniper.loop"]
+        assert lines == ["no decision: unreadable position row: currentQty 1.9"], lines
+    assert app.loop.is_alive() and app.executor.is_alive()
+    send("position", "update", currentQty=0, unrealisedPnl=0)
+    send("margin", "update", marginBalance=snap.margin["marginBalance"])
+    health = app.health()
+    assert health["position"] == 0 and health["unreadable"] == [], health
+    assert health["margin_balance_xbt"] == snap.margin["marginBalance"] / 1e8
 
 
 def test_a_store_written_past_the_replays_now_is_not_seen(tmp_path, started):

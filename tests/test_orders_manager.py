@@ -4,6 +4,9 @@ rounded to the lot once."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,6 +25,8 @@ from sniper.orders.manager import (
     round_lot,
     to_tick,
 )
+from sniper.orders.venue import VenueError
+from sniper.ws.state import State
 
 MKT = Market(best_bid=9990.0, best_ask=10010.0, tick=0.5)
 
@@ -123,3 +128,30 @@ def test_never_overshoots(target, position, order, style, cap):
                 assert abs(leaves["new"]) <= abs(position)
     lo, hi = sorted((position, target))
     assert lo <= position + sum(leaves.values()) <= hi
+
+
+def instrument_snapshot(**fields):
+    state = State("XBTUSD")
+    state.apply_message(json.dumps({"table": "instrument", "action": "partial", "keys": ["symbol"],
+                                    "data": [{"symbol": "XBTUSD", **fields}]}))
+    return state.snapshot(depth=1)
+
+
+def test_the_grid_comes_from_the_instrument_and_defaults_without_one():
+    market = Market.of(instrument_snapshot(tickSize=1, lotSize=100))
+    assert (market.tick, market.lot) == (1.0, 100)
+    market = Market.of(instrument_snapshot())
+    assert (market.tick, market.lot) == (0.5, 1)
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"tickSize": "0.5"}, "unreadable instrument tickSize '0.5'"),
+    ({"lotSize": True}, "unreadable instrument lotSize True"),
+    ({"lotSize": 1.9}, "unusable instrument grid: tickSize 0.5, lotSize 1.9"),  # int() made it 1
+    ({"tickSize": -0.5}, "unusable instrument grid: tickSize -0.5, lotSize 1"),
+])
+def test_a_garbled_grid_prices_nothing(fields, named):
+    with pytest.raises(VenueError) as exc:
+        Market.of(instrument_snapshot(**fields))
+    assert str(exc.value) == named
+

@@ -172,3 +172,36 @@ def test_a_refusal_is_journaled_once_per_change_of_rule(tmp_path):
     refusals = [e["data"] for e in journal.events("refused")]
     assert len(refusals) == 2 and refusals[0]["rule"] == "max_position" and refusals[0]["qty"] == 200
     journal.close()
+
+
+@pytest.mark.parametrize("qty", ["x", 1.9, True, None, [5]])
+def test_an_unreadable_position_refuses_every_order_naming_the_field(qty):
+    """Whether an order reduces cannot be known on a position that cannot be read: a reduction
+    is refused too, and so is a flatten while killed (int() would have read 1.9 as 1, or died)."""
+    snap = snapshot(position=qty)
+    if qty is None:  # null is no position: BitMEX sends it for an account that never traded
+        assert gate().check(ProposedOrder("Sell", 10, 10_000.0, reduce_only=True), snap)
+        return
+    g = gate(flatten_on_kill=True)
+    for order in (ProposedOrder("Buy", 10, 10_000.0), ProposedOrder("Sell", 10, 10_000.0, reduce_only=True)):
+        verdict = g.check(order, snap)
+        assert not verdict and verdict.rule == "unreadable_account", verdict
+        assert verdict.message == f"unreadable position row: currentQty {qty!r}"
+    g.kill("operator")
+    assert g.check(ProposedOrder("Sell", 10, None, reduce_only=True), snap).rule == "unreadable_account"
+    assert g.refusals == {"unreadable_account": 3}
+
+
+@pytest.mark.parametrize("garbled, field", [
+    ({"balance": "100000000"}, "margin marginBalance"),
+    ({"balance": True}, "margin marginBalance"),
+    ({"mark": "10000"}, "instrument markPrice"),
+    ({"liq": "9000"}, "position liquidationPrice"),
+])
+def test_a_garbled_figure_refuses_increases_only_and_the_target_keeps_the_position_cap(garbled, field):
+    snap = snapshot(position=100, **garbled)
+    g = gate(max_position=500)
+    verdict = g.check(ProposedOrder("Buy", 10, None), snap)
+    assert not verdict and verdict.rule == "unreadable_account" and verdict.message.startswith(f"unreadable {field} ")
+    assert g.check(ProposedOrder("Sell", 10, 10_000.0), snap)  # a reduction needs none of the figures
+    assert g.cap_target(Target(900), snap).qty == 500  # leverage unknown: check refuses what it cannot size

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from sniper.journal import OrderRecord
 from sniper.model import BUY, GTC, IOC, POST_ONLY, REDUCE_ONLY, SELL, Target, has_inst
+from sniper.orders.venue import VenueError, number
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,15 @@ class Market:
 
     @classmethod
     def of(cls, snap) -> Market:
-        """From a venue snapshot (its touch and its instrument's tickSize/lotSize)."""
+        """From a venue snapshot (its touch and its instrument's tickSize/lotSize). A grid that is
+        garbled, not positive or a fraction of a contract raises VenueError: no order is priced
+        or sized on it (float() and int() would fail unexpectedly, or turn a lot of 1.9 into 1)."""
         inst = snap.instrument or {}
-        return cls(snap.best_bid, snap.best_ask, float(inst.get("tickSize") or 0.5), int(inst.get("lotSize") or 1))
+        tick = number(inst.get("tickSize"), "instrument tickSize") or 0.5
+        lot = number(inst.get("lotSize"), "instrument lotSize") or 1
+        if not (tick > 0 and lot >= 1 and lot == int(lot)):
+            raise VenueError(f"unusable instrument grid: tickSize {tick!r}, lotSize {lot!r}")
+        return cls(snap.best_bid, snap.best_ask, float(tick), int(lot))
 
 
 @dataclass(frozen=True)

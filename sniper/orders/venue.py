@@ -23,6 +23,8 @@ row's currentQty.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -54,14 +56,36 @@ def position_of(snap: Snapshot) -> int:
     return contracts(snap.position)
 
 
+def mark_of(snap: Snapshot) -> float | None:
+    """The mark price, per the snapshot (see `number`)."""
+    return number(snap.mark_price, "instrument markPrice")
+
+
+def balance_of(snap: Snapshot) -> float | None:
+    """The margin balance in XBt, per the snapshot (see `number`)."""
+    return number((snap.margin or {}).get("marginBalance"), "margin marginBalance")
+
+
 def contracts(row: Mapping | None) -> int:
     """A position row's currentQty, 0 without a row. A currentQty that is no whole number (a
     garbled row) raises VenueError: a position that cannot be read is unknown, and nothing may be
     planned on it (int() would turn 1.9 into 1, or fail with a ValueError nobody expects)."""
     qty = (row or {}).get("currentQty") or 0
-    if not isinstance(qty, int) or isinstance(qty, bool):
-        raise VenueError(f"unreadable position row: currentQty {qty!r}")
-    return qty
+    if not isinstance(qty, numbers.Integral) or isinstance(qty, bool):
+        raise VenueError(f"unreadable position row: currentQty {qty!r:.40}")
+    return int(qty)
+
+
+def number(value, what: str) -> float | int | None:
+    """A figure of the live view (a price, a balance in XBt, a rate): None when absent, else a
+    finite number. Anything else (text, a bool, NaN, inf) raises VenueError naming `what` (e.g.
+    "margin marginBalance"): a garbled figure is unknown, not 0, and no order may rest on it."""
+    if value is None:
+        return None
+    if not isinstance(value, bool) and (isinstance(value, numbers.Integral)  # (isfinite overflows on a huge int)
+                                        or isinstance(value, numbers.Real) and math.isfinite(value)):
+        return value
+    raise VenueError(f"unreadable {what} {value!r:.40}")
 
 
 class Venue(Protocol):

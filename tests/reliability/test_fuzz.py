@@ -3,11 +3,13 @@ with the connection's Session attached, as the websocket thread runs it) and the
 response parsing (RestClient and the BitMEX venue's reads over it).
 
 Websocket: streams that mix valid orderBookL2 changes (mirrored in ReferenceBook) with garbage:
-bytes, text, arbitrary JSON, other tables with arbitrary rows, control frames (acks, errors, 401,
+bytes, text, arbitrary JSON, other tables with arbitrary rows, account rows (position, margin,
+instrument) with any values in the figures read of them, control frames (acks, errors, 401,
 429 with any retryAfter), and orderBookL2 frames each carrying at least one impossible row. Nothing may raise; after
 every frame the book is either exactly the reference (and structurally sound) or flagged for a
 resync and not ready (never silently wrong); a flagged book is rebuilt by a new session, as the
-client does on reconnect. The session's retry-after is always a wait the thread can obey.
+client does on reconnect. The session's retry-after is always a wait the thread can obey, and
+the risk gate answers every snapshot with a verdict.
 
 REST: every answer a server could give (any status, garbled Retry-After and x-ratelimit headers,
 any body) ends in a value of the right shape or a typed ExchangeError (VenueError at the venue),
@@ -33,9 +35,12 @@ from rigging import report
 
 from sniper.auth import Credentials
 from sniper.clock import SimClock
+from sniper.config import RiskConfig
 from sniper.orders.bitmex import BitmexVenue
+from sniper.orders.manager import Market
 from sniper.orders.venue import VenueError, position_of
 from sniper.rest import PACE_MAX_S, RETRY_AFTER_MAX_S, ExchangeError, RateLimited, RestClient
+from sniper.risk import ProposedOrder, RiskGate
 from sniper.ws.book import ReferenceBook
 from sniper.ws.session import Session
 from sniper.ws.state import State
@@ -139,6 +144,10 @@ def broken_l2(draw, book: dict[int, int]):
 
 
 STATUSES = (400, 401, 403, 429, 500, "x", None)
+ACCOUNT_KEYS = {"position": {"account": 1, "symbol": "XBTUSD", "currency": "XBt"},
+                "margin": {"account": 1, "currency": "XBt"}, "instrument": {"symbol": "XBTUSD"}}
+FIGURES = ["currentQty", "unrealisedPnl", "avgEntryPrice", "liquidationPrice", "markPrice", "marginBalance",
+           "fundingRate", "tickSize", "lotSize"]  # what the gate, the loop, /health and the planner read
 ABSURD_WAITS = [1e308, 1.7976931348623157e308, 10**18, -1, -1e308, "1e308", "inf", "nan", True, 4e-324]
 
 
@@ -160,7 +169,14 @@ def garbage(book: dict[int, int], statuses=STATUSES):
         st.builds(lambda ok, req, sub: json.dumps({"success": ok, "request": req, "subscribe": sub}),
                   json_values, json_values, json_values),
         broken_l2(book),
+        st.builds(lambda t, a, f: json.dumps({"table": t, "action": a, "keys": list(ACCOUNT_KEYS[t]),
+                                              "data": [ACCOUNT_KEYS[t] | f]}),
+                  st.sampled_from(sorted(ACCOUNT_KEYS)), st.sampled_from(["partial", "update"]),
+                  st.dictionaries(st.sampled_from(FIGURES), json_values)),
     )
+
+
+GATE = RiskGate(RiskConfig(kill_switch_file="", max_orders_per_minute=10**9), SimClock(1_700_000_000.0, speed=0))
 
 
 def new_session(state: State, book: dict[int, int]) -> None:
@@ -198,6 +214,12 @@ def test_websocket_handler_never_raises_and_never_holds_a_wrong_book(data):
             assert isinstance(position_of(snap), int)
         except VenueError:
             pass
+        try:  # the planner's grid: a Market, or unusable, never another error
+            Market.of(snap)
+        except VenueError:
+            pass
+        verdict = GATE.check(ProposedOrder("Buy", 1, None), snap)  # the gate says yes or no, naming why
+        assert verdict.ok or verdict.rule, verdict
 
 
 # ------------------------------------------------------------------------------------ REST
