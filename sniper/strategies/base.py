@@ -126,26 +126,31 @@ class BarCursor:
     def advance(self, bars: np.ndarray) -> tuple[np.ndarray, bool]:
         """(rows after the last one seen, restart). restart is True when the caller must start
         again from the whole view: the first call, or the last row seen is gone or changed."""
-        if not len(bars):
+        n = len(bars)
+        if not n:
             restart = self._time is not None
             self._time = None
             return bars, restart
-        times = bars["time"]
-        i = self._find(times)
-        restart = i < 0 or bars["close"][i] != self._close
-        self._time, self._close = int(times[-1]), float(bars["close"][-1])
+        times, closes = bars["time"], bars["close"]
+        # the usual call, every bar of a backtest and every minute of the daemon: one row more
+        i = n - 2 if n > 1 and times.item(n - 2) == self._time else self._find(times)
+        restart = i < 0 or closes.item(i) != self._close
+        self._time, self._close = times.item(-1), closes.item(-1)
         return (bars, True) if restart else (bars[i + 1:], False)
 
     def _find(self, times: np.ndarray) -> int:
-        """The row holding the last seen time, or -1."""
-        if self._time is None:
+        """The row holding the last seen time, or -1 (compared as Python ints from item(), which
+        is cheaper than comparing numpy scalars)."""
+        seen = self._time
+        if seen is None:
             return -1
         n = len(times)
         for i in range(n - 1, max(n - 1 - _SCAN_BACK, -1), -1):
-            if times[i] <= self._time:
-                return i if times[i] == self._time else -1
-        i = int(np.searchsorted(times, self._time))
-        return i if i < n and times[i] == self._time else -1
+            t = times.item(i)
+            if t <= seen:
+                return i if t == seen else -1
+        i = int(np.searchsorted(times, seen))
+        return i if i < n and times.item(i) == seen else -1
 
 
 class Flat:

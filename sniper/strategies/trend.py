@@ -28,6 +28,8 @@ from sniper.ta import talib
 
 from .base import Account, BarCursor, Decision, Funding, contracts, reference_price
 
+_REASONS = {1: "trend: slow EMA rising", -1: "trend: slow EMA falling", 0: "trend: slow EMA flat"}  # by side
+
 
 class _Ema:
     """TA-Lib's EMA, one input at a time (same seeding, same arithmetic order)."""
@@ -100,19 +102,19 @@ class TrendStrategy:
 
     def decide(self, bars: np.ndarray, funding: Funding, account: Account, now: float) -> Decision:
         rows, restart = self._cursor.advance(bars)
-        closes = np.ascontiguousarray(rows["close"], dtype=np.float64)
         if restart:
-            self._restart(closes)
+            self._restart(np.ascontiguousarray(rows["close"], dtype=np.float64))
         else:
-            for c in closes:
-                self._push(float(c))
-        slope = self.slope
-        seen = {"logic": "trend", "ema_fast": self.ema_fast, "ema_slow": self.ema_slow, "slope": slope}
-        if not slope == slope:
-            reason = f"trend: warm-up, {self._fast.count} of {self.warmup} bars"
-            return Decision(Target(0, self.cfg.style, reason), {**seen, "reason": reason})
-        side = (slope > 0) - (slope < 0)
-        qty = side * contracts(account.margin_balance_xbt, reference_price(account, bars), self.cfg.leverage,
-                               self.taker_fee)
-        reason = "trend: slow EMA " + {1: "rising", -1: "falling", 0: "flat"}[side]
-        return Decision(Target(qty, self.cfg.style, reason), {**seen, "reason": reason})
+            for close in rows["close"].tolist():
+                self._push(close)
+        fast, slow = self._fast.value, self._slow.value
+        slope = slow - self._prev_slow
+        if slope == slope:
+            side = (slope > 0) - (slope < 0)
+            qty = side * contracts(account.margin_balance_xbt, reference_price(account, bars), self.cfg.leverage,
+                                   self.taker_fee)
+            reason = _REASONS[side]
+        else:
+            qty, reason = 0, f"trend: warm-up, {self._fast.count} of {self.warmup} bars"
+        return Decision(Target(qty, self.cfg.style, reason),
+                        {"logic": "trend", "ema_fast": fast, "ema_slow": slow, "slope": slope, "reason": reason})
