@@ -204,30 +204,29 @@ def run(cfg: Config, bars: np.ndarray, funding: tuple[np.ndarray, np.ndarray], *
     closes_at = (bars["time"][first - 1: last] + MINUTE).astype(np.float64).tolist()
     decisions, forecasts = [], []
     forecasting = strategy.name == "motif"
-    advance, pursue, decide, cap = model.advance, model.pursue, strategy.decide, risk.cap_target
+    advance, pursue, decide, cap, record = model.advance, model.pursue, strategy.decide, risk.cap_target, decisions.append
     bar = tqdm(total=last - first, desc=f"backtest {strategy.name}", unit=" bars", unit_scale=True,
                disable=not progress, mininterval=0.5)
-    funding_now, next_settlement, none = settlements.view, settlements.next, ()
-    offset = first - 1
-    for i in range(first - 1, last):
-        close_at = closes_at[i - offset]
+    funding_now, next_settlement, none, grace = settlements.view, settlements.next, (), CLOSE_GRACE_S
+    final = last - 1
+    for i, close_at in enumerate(closes_at, first - 1):
         if next_settlement <= close_at:
             account = advance(i, settlements.settle_until(close_at))
             funding_now, next_settlement = settlements.view, settlements.next
         else:
             account = advance(i, none)
-        if i == last - 1:
+        if i == final:
             break
-        d = decide(bars[max(0, i + 1 - lookback): i + 1], funding_now, account, close_at + CLOSE_GRACE_S)
+        d = decide(bars[i + 1 - lookback if i >= lookback else 0: i + 1], funding_now, account, close_at + grace)
         target, seen = d.target, d.seen
         if target is None:
-            decisions.append((close_at, None, None, seen.get("logic")))
+            record((close_at, None, None, seen.get("logic")))
         else:
-            decisions.append((close_at, target.qty, target.style, seen.get("logic")))
+            record((close_at, target.qty, target.style, seen.get("logic")))
             pursue(cap(target, model.view))
         if forecasting:
             forecasts.append((close_at, seen.get("forecast"), seen.get("raw_forecast")))
-        if progress and not (i - offset + 1) % PROGRESS_EVERY:
+        if progress and not (i - first + 2) % PROGRESS_EVERY:
             bar.update(PROGRESS_EVERY)
     bar.update(bar.total - bar.n)
     bar.close()

@@ -21,6 +21,7 @@ collects what happened (`Ledger`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -167,6 +168,7 @@ class BarFills:
         self.acct = accounts.Account(key="backtest", secret="", number=0, deposited=balance, wallet=balance,
                                      leverage=1.0 / contract.init_margin)
         self.ledger = Ledger()
+        self._balances, self._positions = self.ledger.balance.append, self.ledger.position.append
         self.view = _View()
         self.goal: Target | None = None  # the standing target, rounded to the lot
         self.working: _Working | None = None
@@ -177,21 +179,10 @@ class BarFills:
     # ------------------------------------------------------------------ one bar
     def advance(self, i: int, due: tuple) -> Account:
         j = i - self._offset
-        acct = self.acct
-        if due:  # a settlement in a gap of the data falls before the bar opens
-            for t, rate in due:
-                if t <= self._open[j]:
-                    self._fund(t, rate, self._close[j - 1])
-        if self.working is not None:
-            self._fill_resting(self._open[j] + MINUTE / 2, self._low[j], self._high[j])
-        liq = self._liq
-        if liq is not None and (self._low[j] <= liq if acct.qty > 0 else self._high[j] >= liq):
-            self._liquidate(self._open[j] + MINUTE / 2)
-        close = self._close[j]
-        if due:
-            for t, rate in due:
-                if t > self._open[j]:
-                    self._fund(t, rate, close)
+        low, high = self._low[j], self._high[j]
+        if due or self.working is not None or low <= self._liq_long or high >= self._liq_short:
+            self._play(j, due, low, high)  # else nothing happens inside the bar, the usual case
+        acct, close = self.acct, self._close[j]
         self._now, self._close_price = self._open[j] + MINUTE, close
         qty = acct.qty
         balance = acct.wallet + unrealised_pnl(qty, acct.cost, close) if qty else acct.wallet
@@ -199,14 +190,29 @@ class BarFills:
         view = self.view
         view.mark_price, view.best_bid, view.best_ask = close, bid, ask
         view.margin["marginBalance"] = balance
-        self.ledger.balance.append(balance)
-        self.ledger.position.append(qty)
+        self._balances(balance)
+        self._positions(qty)
         account = _new(Account)
         fields = account.__dict__
         fields.update(self._held)
         fields["margin_balance_xbt"], fields["mark"], fields["best_bid"], fields["best_ask"] = (
             balance / SATOSHI, close, bid, ask)
         return account
+
+    def _play(self, j: int, due: tuple, low: float, high: float) -> None:
+        """What happens inside bar j, in order: the settlements due before it opens (a gap in the
+        data), the resting order's fill, the liquidation check, the settlements within it."""
+        opened = self._open[j]
+        for t, rate in due:
+            if t <= opened:
+                self._fund(t, rate, self._close[j - 1])
+        if self.working is not None:
+            self._fill_resting(opened + MINUTE / 2, low, high)
+        if low <= self._liq_long or high >= self._liq_short:
+            self._liquidate(opened + MINUTE / 2)
+        for t, rate in due:
+            if t > opened:
+                self._fund(t, rate, self._close[j])
 
     def _fill_resting(self, when: float, low: float, high: float) -> None:
         w = self.working
@@ -244,6 +250,9 @@ class BarFills:
         Account fields that only change with them follow."""
         a, c = self.acct, self.contract
         self._liq = self._margins(None).liq if a.qty else None
+        # the bar's low (long) or high (short) at which the position is liquidated; never when flat
+        self._liq_long = self._liq if self._liq is not None and a.qty > 0 else -math.inf
+        self._liq_short = self._liq if self._liq is not None and a.qty < 0 else math.inf
         self.view.position = {"currentQty": a.qty, "liquidationPrice": self._liq}
         self._held = {"position": a.qty, "avg_entry": avg_entry_price(a.qty, a.cost), "liquidation_price": self._liq,
                       "taker_fee": c.taker_fee, "maker_fee": c.maker_fee}
