@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 
 from sniper import auth
 from sniper.clock import SimClock
+from sniper.journal import Journal
 from sniper.model import OPEN_ORD_STATUSES, TERMINAL_ORD_STATUSES
 from sniper.ws.book import ReferenceBook
 from sniper.ws.session import Session
-from sniper.ws.state import PRIVATE_TABLES, PUBLIC_TABLES, State, configure_switch_interval
+from sniper.ws.state import EXECUTION_FIELDS, PRIVATE_TABLES, PUBLIC_TABLES, State, configure_switch_interval
 from sniper.ws.tables import DEFAULT_KEYS, OrderTable, Table
 
 DATA = SHARED_DATA
@@ -217,6 +218,25 @@ def test_order_lifecycle_and_executions():
                                                      {"execID": "e2", "orderID": "o3"}]))
     assert [e["execID"] for e in state.executions_since(seq0)] == ["e1", "e2"]
     assert state.order_by_clordid("c1")["ordStatus"] == "Filled"  # closed orders survive reconnects
+
+
+def test_the_execution_history_keeps_what_its_readers_take(tmp_path):
+    """A BitMEX execution row carries ~47 fields; the history (10,000 rows by default) keeps the
+    ones read of it, and the journal records a fill from that alone. The table stays whole."""
+    state = ready_state()
+    seq0 = state.private_seq
+    row = {"execID": "e1", "orderID": "o1", "clOrdID": "c1", "account": 1, "symbol": "XBTUSD", "side": "Buy",
+           "lastQty": 100, "lastPx": 99.0, "execType": "Trade", "execComm": -2, "trdMatchID": "m1",
+           "homeNotional": 0.01, "text": "x" * 200, "transactTime": "2018-11-19T00:00:00.000Z",
+           "timestamp": "2018-11-19T00:00:00.000Z"}
+    state.apply_message(msg("execution", "insert", [row]))
+    (kept,) = state.executions_since(seq0)
+    assert dict(kept) == {k: row[k] for k in EXECUTION_FIELDS} and state.table_rows("execution") == [row]
+    journal = Journal(tmp_path / "j.sqlite", SimClock(0.0, speed=0))
+    assert journal.record_fill(dict(kept))
+    assert journal.fills() == [{"exec_id": "e1", "clordid": "c1", "side": "Buy", "qty": 100, "price": 99.0,
+                                "ts": "2018-11-19T00:00:00.000Z"}]
+    journal.close()
 
 
 def test_rows_for_a_just_closed_order_are_merged_not_reported():

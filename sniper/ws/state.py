@@ -53,6 +53,11 @@ EMPTY = MappingProxyType({})
 _LOG_FIRST = 20  # bad messages of one kind logged in full; then one in _LOG_EVERY
 _LOG_EVERY = 1000
 _LOG_CHARS = 600
+# The fields the execution history keeps: what its readers take of an execution (the venue port's
+# execution fields, the journal's fill record, a funding payment's commission). A BitMEX execution
+# row has ~47 fields, ~3.9 KB parsed; these ~1.2 KB, so a full default history is ~12 MB, not ~41.
+EXECUTION_FIELDS = ("execID", "execType", "orderID", "clOrdID", "side", "lastQty", "lastPx", "execComm",
+                    "transactTime", "timestamp")
 
 
 def configure_switch_interval(seconds: float = SWITCH_INTERVAL_S) -> float:
@@ -183,7 +188,8 @@ class State(StateCore):
 
     def executions_since(self, seq: int) -> tuple[Mapping, ...]:
         """Executions applied after private_seq was `seq`, oldest first (every
-        execution ever received, up to `execution_history`, across reconnects).
+        execution ever received, up to `execution_history`, across reconnects),
+        each with its EXECUTION_FIELDS only.
         Walks back from the newest only as far as needed, under the lock."""
         found = []
         with self.lock:
@@ -330,7 +336,8 @@ class State(StateCore):
             self._exec_ids[exec_id] = None
             if len(self._exec_ids) > self._executions.maxlen:
                 self._exec_ids.popitem(last=False)
-            self._executions.append((self.private_seq + 1, MappingProxyType(row)))
+            kept = {k: row[k] for k in EXECUTION_FIELDS if k in row}
+            self._executions.append((self.private_seq + 1, MappingProxyType(kept)))
 
     # ---- publishing immutable views (under the lock) --------------------------
     def _publish_all(self) -> None:
