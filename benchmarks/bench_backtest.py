@@ -12,8 +12,10 @@ Data: the real XBTUSD minutes and funding in ../shared/data or $SNIPER_SHARED_DA
       re-sizes its position every bar too (prices in micro-XBT so that whole units can follow);
    b. the signal alone: a fixed position flipped only when the slope turns (backtesting.py's
       natural form, fixed units; sniper's target capped by risk.max_position, 1,000 contracts),
-      with the time TrendStrategy.decide alone takes over the same views (the daemon's strategy
-      object deciding every bar: more than backtesting.py's whole loop, so b stays under 1).
+      with the time the daemon's own per-bar calls take over the same views outside any engine:
+      TrendStrategy.decide, then decide with the risk gate's cap_target (the position cap binds at
+      every bar, so the gate builds a capped Target at every bar). While the two take longer than
+      backtesting.py's whole loop, b stays under 1 however little the engine adds.
    Ratios are backtesting.py's time over sniper's. The floor: a >= 1.
 2. motif, a decision every bar over the same year: ED (the floor: under 15 minutes on this
    machine), then the shipped DTW defaults on the first DAYS days of 2018, per decision and
@@ -43,7 +45,7 @@ from sniper import config  # noqa: E402
 from sniper.backtest.engine import run  # noqa: E402
 from sniper.config import RiskConfig  # noqa: E402
 from sniper.history import load_bars_csv, load_funding_csv  # noqa: E402
-from sniper.model import parse_time  # noqa: E402
+from sniper.model import SATOSHI, parse_time  # noqa: E402
 from sniper.motif import _cpus  # noqa: E402
 from sniper.ta import talib  # noqa: E402
 
@@ -108,19 +110,29 @@ def backtesting_py(bars: np.ndarray, resize: bool) -> tuple[float, int]:
     return time.perf_counter() - t0, int(stats["# Trades"])
 
 
-def decide_alone(cfg, bars) -> float:
-    """Seconds of TrendStrategy.decide alone over the year's views, with one fixed Account: the
-    part of a backtest no engine can save, the daemon's strategy object deciding every bar."""
+def daemon_calls(cfg, bars) -> tuple[float, float]:
+    """Seconds of the daemon's own per-bar calls over the year's views, outside any engine, with one
+    fixed Account and venue view (1 XBT at 10,000): the trend strategy's decide() alone, then
+    decide() and the risk gate's cap_target on its target. A backtest makes both at every bar."""
     from sniper import strategies
+    from sniper.backtest.fills import _View, backtest_risk
+    from sniper.clock import SimClock
 
-    strategy = strategies.build(cfg.strategy, taker_fee=FEE)
     account, funding = strategies.Account(margin_balance_xbt=1.0, mark=10_000.0), strategies.Funding(None, None)
+    view = _View(mark_price=10_000.0, best_bid=9_999.5, best_ask=10_000.5, margin={"marginBalance": SATOSHI})
+    cap = backtest_risk(cfg, SimClock(0.0, 0.0)).cap_target
     first, last = np.searchsorted(bars["time"], YEAR[0]), np.searchsorted(bars["time"], YEAR[1])
-    lookback, decide = cfg.strategy.lookback_minutes, strategy.decide
-    t0 = time.perf_counter()
-    for i in range(first - 1, last - 1):
-        decide(bars[max(0, i + 1 - lookback): i + 1], funding, account, 0.0)
-    return time.perf_counter() - t0
+    lookback = cfg.strategy.lookback_minutes
+    took = []
+    for gated in (False, True):
+        decide = strategies.build(cfg.strategy, taker_fee=FEE).decide
+        t0 = time.perf_counter()
+        for i in range(first - 1, last - 1):
+            d = decide(bars[max(0, i + 1 - lookback): i + 1], funding, account, 0.0)
+            if gated:
+                cap(d.target, view)
+        took.append(time.perf_counter() - t0)
+    return tuple(took)
 
 
 def sniper_run(cfg, bars, funding, start=YEAR[0], end=YEAR[1]):
@@ -163,9 +175,10 @@ def main(argv: list[str]) -> int:
             ok &= ratio >= 1.0
             print(f"  floor: ratio >= 1 for the same rule: {'met' if ratio >= 1 else 'NOT MET'}")
         else:
-            alone = decide_alone(cfg, bars)
-            print(f"  {'':<34} of sniper's time, the trend strategy's own decide() on the same views: {alone:.2f} s "
-                  f"({alone / theirs:.2f}x backtesting.py's whole run)")
+            alone, gated = daemon_calls(cfg, bars)
+            print(f"  {'':<34} of sniper's time, the daemon's own calls on the same views: the trend strategy's "
+                  f"decide() {alone:.2f} s, with the risk gate's cap_target {gated:.2f} s ({gated / theirs:.2f}x "
+                  "backtesting.py's whole run)")
     if args.skip_motif:
         return 0 if ok else 1
 
