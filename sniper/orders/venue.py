@@ -82,6 +82,9 @@ def number(value, what: str) -> float | int | None:
     "margin marginBalance"): a garbled figure is unknown, not 0, and no order may rest on it."""
     if value is None:
         return None
+    kind = type(value)  # the usual JSON figure first: the abstract-class checks cost a microsecond
+    if kind is int or kind is float and math.isfinite(value):
+        return value
     if not isinstance(value, bool) and (isinstance(value, numbers.Integral)  # (isfinite overflows on a huge int)
                                         or isinstance(value, numbers.Real) and math.isfinite(value)):
         return value
