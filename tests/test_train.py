@@ -272,7 +272,12 @@ def test_walk_forward_searches_each_train_window_and_tests_its_best_on_the_next(
     # best.yaml: the latest window's pick, to trade from here on
     assert (out / "best.yaml").read_text().splitlines()[1:] == (searched[-1] / "best.yaml").read_text().splitlines()[1:]
     assert "2018-09-03 00:00 – 2018-09-05 00:00" in (out / "best.yaml").read_text().splitlines()[0]
-    assert (out / "report.html").is_file() and "3 windows, out of sample" in result.stdout
+    assert "3 windows, out of sample" in result.stdout
+    page = (out / "report.html").read_text()
+    assert "<h2>Walk-forward windows</h2>" in page and page.count("<tr><td>") == 3
+    first = windows.iloc[0]
+    assert (f"<td>1</td><td>2018-09-01 – 2018-09-03</td><td>2018-09-03 – 2018-09-04</td><td>{first['return']:+.2%}</td>"
+            in page)
 
 
 def test_walk_forward_resumes_every_window(forward_run, inputs, tmp_path):

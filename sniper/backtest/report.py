@@ -345,6 +345,34 @@ def _stats_table(stats: dict) -> str:
     return f"<h2>Summary</h2><table class='stats'>{rows}</table>"
 
 
+def _windows_table(results: Path) -> str:
+    """A walk-forward's windows (windows.csv, when there): each test window beside the training
+    window before it, the parameters picked there and, for `sniper train`, their in-sample score."""
+    path = results / "windows.csv"
+    if not path.is_file():
+        return ""
+    def day(t) -> str:
+        return f"{datetime.fromtimestamp(int(t), UTC):%Y-%m-%d}"
+
+    rows = []
+    try:
+        for n, w in enumerate(pd.read_csv(path).to_dict("records"), 1):
+            picked = json.loads(w["params"]) if isinstance(w.get("params"), str) else {}
+            score = w.get("train_score")
+            cells = [str(n), f"{day(w['train_start'])} – {day(w['train_end'])}",
+                     f"{day(w['test_start'])} – {day(w['test_end'])}", f"{w['return']:+.2%}", str(w["trades"]),
+                     "" if score is None or pd.isna(score) else f"{score:.4g}",
+                     ", ".join(f"{k.removeprefix('strategy.')} = {v}" for k, v in picked.items()) or "as configured"]
+            rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise ReportError(f"{path}: not a walk-forward windows table ({exc})") from None
+    head = "".join(f"<th>{h}</th>" for h in ("window", "train", "test", "test return", "trades", "train score",
+                                               "parameters"))
+    return (f"<h2>Walk-forward windows</h2><p>Each test window is traded with the parameters picked on the "
+            f"training window before it; only the test windows make the summary above and the figures below.</p>"
+            f"<table class='stats'><tr>{head}</tr>{''.join(rows)}</table>")
+
+
 _CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1500px;
 padding:0 1.5em;color:#222}h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
 img{max-width:100%;height:auto;display:block}table.stats{border-collapse:collapse}
@@ -370,6 +398,7 @@ def build_report(results_dir: str | Path) -> Path:
              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>"]
     if stats:
         parts.append(_stats_table(stats))
+    parts.append(_windows_table(results))
     for title, caption, png in figures:
         encoded = base64.b64encode(png.read_bytes()).decode("ascii")
         parts.append(f"<section><h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p>"
