@@ -24,12 +24,18 @@ Order status in the journal (`status` column):
   live     the exchange has acknowledged it and it is working
   done     terminal at the exchange (Filled, Canceled, Rejected); `ord_status` says which
   void     certainly never created (the exchange refused the request itself)
+
+Exchange rows are read with the checked readers of model.py. A row with a garbled field (text
+for a figure, a fraction of a contract, NaN) is refused whole: nothing of it is written, one
+warning names the row and the field (once, though the live view shows it every cycle until the
+exchange sends another), and the next good row of the same order or execution applies as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -37,12 +43,26 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from sniper.model import NEW, REDUCE_ONLY, SIDES, TERMINAL_ORD_STATUSES, has_inst, side_sign
+from sniper.model import (
+    NEW,
+    REDUCE_ONLY,
+    SIDES,
+    TERMINAL_ORD_STATUSES,
+    Unreadable,
+    has_inst,
+    number,
+    side_sign,
+    text,
+    whole,
+)
+
+logger = logging.getLogger(__name__)
 
 OPEN_STATUSES = ("pending", "live")
 # SQLite's words for a journal it cannot write: disk full, read-only file or file system, I/O failure
 _STORAGE_ERRORS = ("disk is full", "readonly", "read-only", "disk i/o error", "unable to open")
 STRATEGY, RISK = "strategy", "risk"  # who made an intent's decision
+REFUSALS_KEPT = 256  # refused rows remembered, so that one shown again every cycle is logged once
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,6 +104,35 @@ def _unwritable(path: str, exc: sqlite3.Error) -> JournalUnwritable | None:
     except OSError as err:
         why = f"its directory cannot be examined: {err.strerror}"
     return JournalUnwritable(f"journal {path} cannot be written: {exc}" + (f" ({why})" if why else ""))
+
+
+def _order_row(row: dict) -> dict:
+    """An exchange order row's fields as the orders table's columns, None where the row has
+    none; Unreadable, naming the field, when one is garbled."""
+    return {"ord_status": text(row.get("ordStatus"), "ordStatus") or None,
+            "order_id": text(row.get("orderID"), "orderID") or None,
+            "cum_qty": whole(row.get("cumQty"), "cumQty", 0),
+            "leaves_qty": whole(row.get("leavesQty"), "leavesQty", 0),
+            "qty": whole(row.get("orderQty"), "orderQty", 0),
+            "price": number(row.get("price"), "price")}
+
+
+def _side(row: dict) -> str:
+    side = row.get("side")
+    if side not in SIDES:
+        raise Unreadable(f"unreadable side {side!r:.40}")
+    return side
+
+
+def _fill_row(row: dict) -> tuple:
+    """An execution row as the fills table's columns; Unreadable, naming the field, when one is
+    garbled or missing (a fill without its quantity or price is no record)."""
+    qty, price = whole(row.get("lastQty"), "lastQty", 1), number(row.get("lastPx"), "lastPx")
+    if qty is None or price is None:
+        raise Unreadable(f"missing {'lastQty' if qty is None else 'lastPx'}")
+    when = text(row.get("transactTime"), "transactTime") or text(row.get("timestamp"), "timestamp") or ""
+    return (text(row.get("execID"), "execID"), text(row.get("clOrdID"), "clOrdID"), _side(row), qty, price,
+            when)
 
 
 @dataclass(frozen=True)
@@ -159,6 +208,7 @@ class Journal:
             raise (_unwritable(self.path, exc) or exc) from exc
         self._synchronous = self._sync_now = synchronous
         self._open: dict[str, OrderRecord] = {}  # write-through cache of pending/live orders
+        self._refused: dict[str, str] = {}  # refused row -> why, the latest REFUSALS_KEPT
         with self._tx():
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
@@ -262,20 +312,25 @@ class Journal:
 
     def adopt_order(self, row: dict) -> OrderRecord:
         """Journal a working exchange order we did not place (a stray kept by `stray_orders: adopt`),
-        under intent 0, which is never a target."""
+        under intent 0, which is never a target. A garbled row raises Unreadable, naming the
+        field, and nothing is written."""
+        seen, side = _order_row(row), _side(row)
+        if seen["order_id"] is None:
+            raise Unreadable("missing orderID")
+        clordid, ord_type, exec_inst, tif = (text(row.get(k), k) or "" for k in
+                                             ("clOrdID", "ordType", "execInst", "timeInForce"))
+        clordid = clordid or f"adopted-{seen['order_id']}"
         now = self._clock.now()
-        clordid = row.get("clOrdID") or f"adopted-{row['orderID']}"
         with self._tx():
             n = self._db.execute("SELECT COALESCE(MAX(n), -1) + 1 FROM orders WHERE intent_id=0").fetchone()[0]
             self._db.execute(
                 "INSERT OR IGNORE INTO orders (clordid, intent_id, n, side, qty, price, ord_type, exec_inst,"
                 " time_in_force, status, ord_status, order_id, cum_qty, leaves_qty, created, updated)"
                 " VALUES (?,0,?,?,?,?,?,?,?,'live',?,?,?,?,?,?)",
-                (clordid, n, row["side"], int(row.get("orderQty") or 0), row.get("price"),
-                 row.get("ordType") or "Limit", row.get("execInst") or "", row.get("timeInForce") or "",
-                 row.get("ordStatus") or NEW, row["orderID"], int(row.get("cumQty") or 0),
-                 int(row.get("leavesQty") or 0), now, now))
-            self._event("adopt", clordid, {"orderID": row["orderID"]})
+                (clordid, n, side, seen["qty"] or 0, seen["price"], ord_type or "Limit", exec_inst, tif,
+                 seen["ord_status"] or NEW, seen["order_id"], seen["cum_qty"] or 0, seen["leaves_qty"] or 0,
+                 now, now))
+            self._event("adopt", clordid, {"orderID": seen["order_id"]})
         return self._reload(clordid)
 
     def _reload(self, clordid: str) -> OrderRecord | None:
@@ -290,6 +345,10 @@ class Journal:
         return rec
 
     def order(self, clordid: str) -> OrderRecord | None:
+        """Our order of that clOrdID; None for one we never journaled (and for a clOrdID that is
+        no text: a garbled row's, which would fail as a key)."""
+        if not isinstance(clordid, str):
+            return None
         rec = self._open.get(clordid)
         if rec is not None:
             return rec
@@ -308,23 +367,25 @@ class Journal:
 
     def update_from_exchange(self, row: dict) -> OrderRecord | None:
         """Fold an exchange order row (REST reply, websocket or lookup) into the journal.
-        Returns the updated record, or None when the clOrdID is not ours."""
+        Returns the updated record, or None when the clOrdID is not ours; a garbled row is
+        refused (see the module) and the record returned as it was."""
         clordid = row.get("clOrdID")
         current = self.order(clordid) if clordid else None
         if current is None:
             return None
-        if current.status == "done" or (row.get("cumQty") is not None and int(row["cumQty"]) < current.cum_qty):
+        try:
+            seen = _order_row(row)
+        except Unreadable as exc:
+            self._refuse(f"order row {clordid}", exc)
+            return current
+        self._accepted(f"order row {clordid}")
+        if current.status == "done" or (seen["cum_qty"] is not None and seen["cum_qty"] < current.cum_qty):
             return current  # a stale row (e.g. a REST reply overtaken by the websocket): never go back
-        ord_status = row.get("ordStatus") or current.ord_status
+        ord_status = seen["ord_status"] or current.ord_status
         status = "done" if ord_status in TERMINAL_ORD_STATUSES else "live"
-        fields = {
-            "status": status, "ord_status": ord_status,
-            "order_id": row.get("orderID") or current.order_id,
-            "cum_qty": int(row["cumQty"]) if row.get("cumQty") is not None else current.cum_qty,
-            "leaves_qty": int(row["leavesQty"]) if row.get("leavesQty") is not None else current.leaves_qty,
-            "qty": int(row["orderQty"]) if row.get("orderQty") is not None else current.qty,
-            "price": row["price"] if row.get("price") is not None else current.price,
-        }
+        fields = {"status": status, "ord_status": ord_status, "order_id": seen["order_id"] or current.order_id}
+        fields |= {k: getattr(current, k) if seen[k] is None else seen[k]
+                   for k in ("cum_qty", "leaves_qty", "qty", "price")}
         if status == "done":
             fields["leaves_qty"] = 0
         if all(getattr(current, k) == v for k, v in fields.items()):
@@ -363,15 +424,42 @@ class Journal:
 
     # ------------------------------------------------------------------ fills
     def record_fill(self, row: dict) -> bool:
-        """Journal one execution of type Trade; idempotent by execID. True when new."""
+        """Journal one execution of type Trade; idempotent by execID. True when new; False too
+        for a garbled row, which is refused (see the module)."""
         if row.get("execType") != "Trade" or not row.get("execID"):
             return False
+        what = f"execution {row['execID']!s:.40}"
+        if row.get("clOrdID"):
+            what += f" of order {row['clOrdID']!s:.40}"
+        try:
+            fill = _fill_row(row)
+        except Unreadable as exc:
+            self._refuse(what, exc)
+            return False
+        self._accepted(what)
         with self._tx():
             cur = self._db.execute(
-                "INSERT OR IGNORE INTO fills (exec_id, clordid, side, qty, price, ts) VALUES (?,?,?,?,?,?)",
-                (row["execID"], row.get("clOrdID"), row["side"], int(row["lastQty"]), float(row["lastPx"]),
-                 row.get("transactTime") or row.get("timestamp") or ""))
+                "INSERT OR IGNORE INTO fills (exec_id, clordid, side, qty, price, ts) VALUES (?,?,?,?,?,?)", fill)
             return cur.rowcount == 1
+
+    def _refuse(self, what: str, exc: Unreadable) -> None:
+        """Say once why a row is refused, though it comes again (the live view shows an order's
+        row every cycle, reconciliation lists the same executions), and again after a good one."""
+        why = str(exc)
+        with self._lock:
+            if self._refused.get(what) == why:
+                return
+            self._refused.pop(what, None)
+            self._refused[what] = why
+            if len(self._refused) > REFUSALS_KEPT:
+                del self._refused[next(iter(self._refused))]
+        logger.warning("refused %s: %s; nothing of it is journaled", what, why)
+
+    def _accepted(self, what: str) -> None:
+        """A good row of `what`: a garbled one after it is news again."""
+        if self._refused:
+            with self._lock:
+                self._refused.pop(what, None)
 
     def fills(self) -> list[dict]:
         return [dict(r) for r in self._query("SELECT * FROM fills ORDER BY ts, exec_id")]

@@ -10,6 +10,7 @@ sim/buckets.py) convert, nothing else does.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -108,6 +109,54 @@ def next_funding_time(t: float) -> float:
         if day + h * 3600 > t:
             return float(day + h * 3600)
     raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------------------ reading exchange rows
+INT64 = 2**63  # BitMEX's integers are 64-bit: a bigger one is garbled (and SQLite would refuse it)
+
+
+class Unreadable(ValueError):
+    """A field of an exchange row that is not what BitMEX sends (text for a figure, a fraction
+    of a contract, NaN, a bool): unknown, never guessed at. The message names the field."""
+
+
+def number(value, what: str) -> float | int | None:
+    """A figure of an exchange row (a price, a balance in XBt, a rate): None when absent, else a
+    finite number. Anything else (text, a bool, NaN, inf, an integer beyond BitMEX's 64 bits)
+    raises Unreadable naming `what` (e.g. "margin marginBalance"): a garbled figure is unknown,
+    not 0, and nothing may rest on it."""
+    if value is None:
+        return None
+    kind = type(value)  # the usual JSON figure first: the abstract-class checks cost a microsecond
+    if kind is int and -INT64 <= value < INT64 or kind is float and math.isfinite(value):
+        return value
+    if isinstance(value, numbers.Integral):  # (isfinite overflows on a huge int)
+        if not isinstance(value, bool) and -INT64 <= value < INT64:
+            return value
+    elif isinstance(value, numbers.Real) and math.isfinite(value):
+        return value
+    raise Unreadable(f"unreadable {what} {value!r:.40}")
+
+
+def whole(value, what: str, least: int | None = None) -> int | None:
+    """A count of contracts: None when absent, else a whole number within 64 bits, at least
+    `least` if given. A float (1.9, and 1.0 too: BitMEX sends counts as integers), text or a
+    bool raises Unreadable naming `what` (int() would turn 1.9 into 1, or fail with a ValueError
+    nobody expects)."""
+    if value is None:
+        return None
+    if ((type(value) is int or isinstance(value, numbers.Integral) and not isinstance(value, bool))
+            and -INT64 <= value < INT64 and (least is None or value >= least)):
+        return int(value)
+    raise Unreadable(f"unreadable {what} {value!r:.40}")
+
+
+def text(value, what: str) -> str | None:
+    """A word of an exchange row (an id, a status): None when absent, else text; anything else
+    raises Unreadable naming `what` (a list would fail as a dict key or an SQL parameter)."""
+    if value is None or isinstance(value, str):
+        return value
+    raise Unreadable(f"unreadable {what} {value!r:.40}")
 
 
 # ------------------------------------------------------------------------------ what strategies ask for

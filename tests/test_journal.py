@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -13,6 +16,7 @@ import pytest
 
 from sniper.clock import RealClock
 from sniper.journal import Journal
+from sniper.model import Unreadable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,3 +153,68 @@ def test_intents_carry_who_decided_and_old_journals_gain_the_column(tmp_path):
         j.record_intent(0, "market", "", source="someone")
     j.close()
     assert Journal(path, RealClock()).last_intent().source == "risk"
+
+
+GOOD_ORDER = {"orderID": "X", "ordStatus": "PartiallyFilled", "cumQty": 40, "leavesQty": 60, "orderQty": 100,
+              "price": 10.0}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("cumQty", "x"), ("cumQty", 40.5), ("leavesQty", 1.9), ("leavesQty", -1), ("orderQty", True),
+    ("price", math.nan), ("price", "10"), ("ordStatus", ["Filled"]), ("orderID", {"id": 1}),
+])
+def test_a_garbled_order_row_writes_nothing_says_so_once_and_the_next_good_row_applies(journal, caplog, field,
+                                                                                        value):
+    rec = journal.new_order(journal.record_intent(100, "passive", "").id, "Buy", 100, 10.0, "Limit")
+    journal.update_from_exchange({"clOrdID": rec.clordid, "orderID": "X", "ordStatus": "New", "cumQty": 0,
+                                  "leavesQty": 100, "orderQty": 100, "price": 10.0})
+    before, events = journal.order(rec.clordid), journal.events()
+    garbled = dict(GOOD_ORDER, clOrdID=rec.clordid, **{field: value})
+    with caplog.at_level(logging.WARNING, "sniper.journal"):
+        for _ in range(3):  # the live view shows the same row every cycle: one line
+            assert journal.update_from_exchange(garbled) == before
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records] == [
+        ("WARNING", f"refused order row {rec.clordid}: unreadable {field} {value!r}; nothing of it is journaled",
+         None)]
+    assert journal.order(rec.clordid) == before and journal.orders() == [before] and journal.events() == events
+    applied = journal.update_from_exchange(dict(GOOD_ORDER, clOrdID=rec.clordid))
+    assert (applied.status, applied.cum_qty, applied.leaves_qty) == ("live", 40, 60)
+    with caplog.at_level(logging.WARNING, "sniper.journal"):
+        journal.update_from_exchange(garbled)  # after a good row, the same garbage is news again
+    assert len(caplog.records) == 2 and journal.order(rec.clordid) == applied
+
+
+FILL = {"execID": "e1", "execType": "Trade", "clOrdID": "c", "side": "Buy", "lastQty": 10, "lastPx": 100.0,
+        "transactTime": "2020-01-01T00:00:00.000Z"}
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("lastQty", 1.9, "unreadable lastQty 1.9"), ("lastQty", "10", "unreadable lastQty '10'"),
+    ("lastQty", 0, "unreadable lastQty 0"), ("lastQty", None, "missing lastQty"),
+    ("lastPx", math.nan, "unreadable lastPx nan"), ("lastPx", None, "missing lastPx"),
+    ("side", "buy", "unreadable side 'buy'"), ("transactTime", [1], "unreadable transactTime [1]"),
+    ("execID", ["e1"], "unreadable execID ['e1']"),
+])
+def test_a_garbled_execution_records_no_fill_says_so_once_and_a_good_one_records(journal, caplog, field, value,
+                                                                               why):
+    garbled = dict(FILL, **{field: value})
+    with caplog.at_level(logging.WARNING, "sniper.journal"):
+        assert journal.record_fill(garbled) is False
+        assert journal.record_fill(garbled) is False  # listed again at the next reconciliation: no new line
+    exec_id = garbled["execID"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"refused execution {exec_id} of order c: {why}; nothing of it is journaled"]
+    assert journal.fills() == []
+    assert journal.record_fill(dict(FILL, execComm=[1])) is True  # execComm is no figure the journal reads
+    assert [(f["exec_id"], f["qty"], f["price"]) for f in journal.fills()] == [("e1", 10, 100.0)]
+
+
+def test_a_garbled_stray_is_not_adopted(journal):
+    row = {"orderID": "o-1", "clOrdID": "", "side": "Sell", "orderQty": 50, "price": 10.0, "ordStatus": "New",
+           "leavesQty": 50, "cumQty": 0}
+    for garbled, why in ((dict(row, leavesQty="50"), "unreadable leavesQty '50'"),
+                         (dict(row, side=None), "unreadable side None"), (dict(row, orderID=None), "missing orderID")):
+        with pytest.raises(Unreadable, match=re.escape(why)):
+            journal.adopt_order(garbled)
+    assert journal.orders() == [] and journal.events() == []
+    assert journal.adopt_order(row).leaves_qty == 50

@@ -5,13 +5,19 @@ target changes; and the end state stays right, without duplicates, through fault
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import time
+from types import SimpleNamespace
 
 import pytest
 from drivers.rig import TEST_EXECUTION, TEST_RISK, Rig, exchange_view, wait_for
 from drivers.sessions import FlakyLink
 
+from sniper.clock import SimClock
 from sniper.model import Target
+from sniper.orders.bitmex import BitmexVenue
+from sniper.ws.state import State
 
 TOUCH = [{"side": "Buy", "price": 9990, "size": 1}, {"side": "Sell", "price": 10010, "size": 1},
          {"side": "Buy", "price": 9900, "size": 100_000}, {"side": "Sell", "price": 10100, "size": 100_000}]
@@ -311,3 +317,72 @@ def test_places_nothing_while_the_state_is_not_ready(sim_server, rigs):
     assert exchange_view(rig.rest)[2] == []
     wait_for(lambda: rig.reached(Target(100)), 10, what="target after reconnect")
     assert_agrees(rig, 100)
+
+
+def test_garbled_order_and_execution_rows_are_refused_in_one_line_each_and_trading_goes_on(sim_server, rigs,
+                                                                                          caplog):
+    """Rows the websocket delivers garbled for our working order (through the real State): the
+    journal refuses each in one warning naming the row and the field, however many cycles show
+    it, writes nothing of them, no cycle fails, and the exchange's next rows reach the target."""
+    rig = rigs(sim_server)
+    rig.executor.set_target(Target(300, "passive", "up"))
+    order = our_order(rig)
+    clordid = order["clOrdID"]
+    wait_for(lambda: rig.journal.open_orders() and rig.journal.open_orders()[0].status == "live"
+             and rig.venue.order(clordid) is not None, what="the order live and shown")
+    before, events = rig.journal.order(clordid), len(rig.journal.events())
+
+    def send(table: str, **fields) -> None:
+        rig.state.apply_message(json.dumps({"table": table, "action": "update" if table == "order" else "insert",
+                                            "data": [{"orderID": order["orderID"], "clOrdID": clordid, **fields}]}))
+
+    with caplog.at_level(logging.WARNING):
+        send("order", cumQty="x", leavesQty=1.9, orderQty=True)
+        send("execution", execID="garbled-1", execType="Trade", side="Buy", lastQty=1.9, lastPx=9990)
+        send("execution", execID="garbled-2", execType="Trade", side="Buy", lastQty=5, lastPx="x", execComm=None)
+        wait_for(lambda: len(caplog.records) >= 3, what="the refusals")
+        time.sleep(0.5)  # ten cycles on the same garbled order row: no more lines
+        lines = sorted((r.getMessage(), r.name, r.levelname, r.exc_info is not None) for r in caplog.records)
+    assert lines == [
+        (f"refused execution garbled-1 of order {clordid}: unreadable lastQty 1.9; nothing of it is journaled",
+         "sniper.journal", "WARNING", False),
+        (f"refused execution garbled-2 of order {clordid}: unreadable lastPx 'x'; nothing of it is journaled",
+         "sniper.journal", "WARNING", False),
+        (f"refused order row {clordid}: unreadable cumQty 'x'; nothing of it is journaled",
+         "sniper.journal", "WARNING", False)], lines
+    assert rig.executor.is_alive() and rig.executor.last_error is None
+    assert rig.journal.order(clordid) == before and rig.journal.fills() == []
+    assert len(rig.journal.events()) == events
+    fill(sim_server, our_order(rig), 300)  # the exchange's own rows for the order, whole again
+    wait_for(lambda: rig.reached(Target(300)), what="target")
+    assert_agrees(rig, 300)
+    assert traded(rig) == 300 and sim_server.state()["orders_placed"] == 1
+
+
+def test_the_bitmex_venue_holds_back_a_garbled_row_and_a_garbled_reply_holds_nothing_back():
+    """Behind a reply, a websocket row whose figures cannot be read shows nothing (until the
+    confirmation timeout, when the journal refuses it); a reply that cannot be read holds back
+    no row."""
+    state, clock = State(), SimClock(1_700_000_000.0, speed=0)
+    row = {"orderID": "O", "clOrdID": "c", "symbol": "XBTUSD", "ordStatus": "New", "orderQty": 100, "price": 10.0,
+           "cumQty": 0, "leavesQty": 100}
+    state.apply_message(json.dumps({"table": "order", "action": "partial", "keys": ["orderID"], "data": [row]}))
+    replies = []
+    rest = SimpleNamespace(symbol="XBTUSD", amend_order=lambda **kw: replies.pop(0))
+    venue = BitmexVenue(rest, state, clock, confirm_timeout_s=5.0)
+
+    def shown() -> dict | None:
+        found = venue.order("c")
+        return None if found is None else dict(found)
+
+    replies.append(dict(row, price=11.0))
+    venue.amend("c", price=11.0)
+    assert shown() is None  # the websocket's row predates the amend
+    state.apply_message(json.dumps({"table": "order", "action": "update",
+                                    "data": [{"orderID": "O", "price": 11.0, "cumQty": "x"}]}))
+    assert shown() is None
+    clock.advance(5.1)
+    assert shown()["cumQty"] == "x"
+    replies.append(dict(row, price=12.0, cumQty=[0]))
+    venue.amend("c", price=12.0)
+    assert shown()["cumQty"] == "x"  # the garbled reply waits for nothing

@@ -5,13 +5,15 @@ rounded to the lot once."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sniper import model
 from sniper.journal import OrderRecord
-from sniper.model import GTC, IOC, POST_ONLY, REDUCE_ONLY, Target
+from sniper.model import GTC, IOC, POST_ONLY, REDUCE_ONLY, Target, Unreadable
 from sniper.orders.manager import (
     Amend,
     Cancel,
@@ -25,7 +27,7 @@ from sniper.orders.manager import (
     round_lot,
     to_tick,
 )
-from sniper.orders.venue import VenueError
+from sniper.orders.venue import VenueError, contracts, number
 from sniper.ws.state import State
 
 MKT = Market(best_bid=9990.0, best_ask=10010.0, tick=0.5)
@@ -155,3 +157,16 @@ def test_a_garbled_grid_prices_nothing(fields, named):
         Market.of(instrument_snapshot(**fields))
     assert str(exc.value) == named
 
+
+
+@pytest.mark.parametrize("value", ["1", True, math.nan, math.inf, 2**63, [1]])
+def test_the_venue_reads_figures_with_the_model_s_readers_and_refuses_as_a_venue_error(value):
+    """One reader each (model.py, below the journal), the same refusal at the venue boundary."""
+    with pytest.raises(Unreadable) as model_says:
+        model.number(value, "instrument markPrice")
+    with pytest.raises(VenueError) as venue_says:
+        number(value, "instrument markPrice")
+    assert str(venue_says.value) == str(model_says.value) == f"unreadable instrument markPrice {value!r}"
+    with pytest.raises(VenueError, match="^unreadable position row: currentQty "):
+        contracts({"currentQty": value})
+    assert number(-2**63, "x") == -2**63 and contracts({"currentQty": -5}) == -5 and contracts(None) == 0

@@ -8,7 +8,10 @@ is newer than the websocket rows of that order until the websocket shows the cha
 `order(clOrdID)` holds back a row that predates the last reply for that order (folding it
 into the journal would undo an amend) and shows it again once the websocket caught up, or
 after `confirm_timeout_s` (a reply the websocket never matches, e.g. the order was changed
-by hand meanwhile, must not hide the order forever).
+by hand meanwhile, must not hide the order forever). A row is compared by its figures read
+with the checked readers of model.py: a websocket row that cannot be read shows nothing (it
+is held back like an older one; the journal refuses it when it is shown), a reply that cannot
+be read holds nothing back.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 
-from sniper.model import TERMINAL_ORD_STATUSES
+from sniper.model import TERMINAL_ORD_STATUSES, Unreadable, number, text, whole
 from sniper.orders.venue import Refused, VenueError, contracts
 from sniper.rest import AuthError, ExchangeError, NotFound, Rejected, RestClient
 
@@ -32,16 +35,22 @@ def _wire():
         raise VenueError(str(exc)) from exc
 
 
-def _terminal(row: Mapping) -> bool:
-    return row.get("ordStatus") in TERMINAL_ORD_STATUSES
+def _progress(row: Mapping) -> tuple | None:
+    """How far along an order row shows its order: None when it ended, else its (price, orderQty,
+    cumQty). Unreadable, naming the field, when the row is garbled."""
+    if text(row.get("ordStatus"), "ordStatus") in TERMINAL_ORD_STATUSES:
+        return None
+    return (number(row.get("price"), "price"), whole(row.get("orderQty"), "orderQty"),
+            whole(row.get("cumQty"), "cumQty") or 0)
 
 
-def _shows(row: Mapping, reply: Mapping) -> bool:
-    """Does the websocket row show the order at least as far along as the REST reply?"""
-    if _terminal(row):
-        return True
-    return (not _terminal(reply) and (row.get("price"), row.get("orderQty")) == (reply.get("price"), reply.get("orderQty"))
-            and int(row.get("cumQty") or 0) >= int(reply.get("cumQty") or 0))
+def _shows(row: Mapping, reply: tuple | None) -> bool:
+    """Does the websocket row show the order at least as far along as the REST reply's progress?"""
+    try:
+        seen = _progress(row)
+    except Unreadable:
+        return False
+    return seen is None or reply is not None and seen[:2] == reply[:2] and seen[2] >= reply[2]
 
 
 class BitmexVenue:
@@ -51,7 +60,8 @@ class BitmexVenue:
         self.rest, self.state, self.clock = rest, state, clock
         self.symbol = rest.symbol
         self.confirm_timeout_s = confirm_timeout_s
-        self._ahead: dict[str, tuple[Mapping, float]] = {}  # clOrdID -> (reply the websocket has not shown, when)
+        # clOrdID -> (the progress of a reply the websocket has not shown yet, when)
+        self._ahead: dict[str, tuple[tuple | None, float]] = {}
         self._cursor = 0  # private_seq up to which executions were handed out
 
     # ------------------------------------------------------------------ writes
@@ -80,11 +90,14 @@ class BitmexVenue:
 
     def _replied(self, row: Mapping) -> Mapping:
         """Remember a reply so older websocket rows of its order are held back (see the module)."""
-        clordid = row.get("clOrdID")
+        try:
+            clordid, progress = text(row.get("clOrdID"), "clOrdID"), _progress(row)
+        except Unreadable:
+            return row  # holds nothing back: the journal refuses it too
         if clordid:
             now = self.clock.monotonic()
             self._ahead.pop(clordid, None)  # re-inserted last: the dict stays in reply order
-            self._ahead[clordid] = (row, now)
+            self._ahead[clordid] = (progress, now)
             while self._ahead:  # forget replies too old to hold anything back
                 oldest, (_, at) = next(iter(self._ahead.items()))
                 if now - at <= self.confirm_timeout_s:

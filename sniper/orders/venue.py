@@ -23,10 +23,11 @@ row's currentQty.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Protocol
+
+from sniper.model import Unreadable, whole
+from sniper.model import number as model_number
 
 
 class VenueError(Exception):
@@ -69,26 +70,23 @@ def balance_of(snap: Snapshot) -> float | None:
 def contracts(row: Mapping | None) -> int:
     """A position row's currentQty, 0 without a row. A currentQty that is no whole number (a
     garbled row) raises VenueError: a position that cannot be read is unknown, and nothing may be
-    planned on it (int() would turn 1.9 into 1, or fail with a ValueError nobody expects)."""
-    qty = (row or {}).get("currentQty") or 0
-    if not isinstance(qty, numbers.Integral) or isinstance(qty, bool):
-        raise VenueError(f"unreadable position row: currentQty {qty!r:.40}")
-    return int(qty)
+    planned on it."""
+    return _read(whole, (row or {}).get("currentQty"), "position row: currentQty") or 0
 
 
 def number(value, what: str) -> float | int | None:
-    """A figure of the live view (a price, a balance in XBt, a rate): None when absent, else a
-    finite number. Anything else (text, a bool, NaN, inf) raises VenueError naming `what` (e.g.
-    "margin marginBalance"): a garbled figure is unknown, not 0, and no order may rest on it."""
-    if value is None:
-        return None
-    kind = type(value)  # the usual JSON figure first: the abstract-class checks cost a microsecond
-    if kind is int or kind is float and math.isfinite(value):
-        return value
-    if not isinstance(value, bool) and (isinstance(value, numbers.Integral)  # (isfinite overflows on a huge int)
-                                        or isinstance(value, numbers.Real) and math.isfinite(value)):
-        return value
-    raise VenueError(f"unreadable {what} {value!r:.40}")
+    """A figure of the live view (a price, a balance in XBt, a rate) as `model.number` reads it,
+    raising VenueError naming `what` (e.g. "margin marginBalance") when it is garbled: no order
+    may rest on it."""
+    return _read(model_number, value, what)
+
+
+def _read(reader, value, what: str):
+    """`reader`'s figure, its Unreadable raised as the port's VenueError."""
+    try:
+        return reader(value, what)
+    except Unreadable as exc:
+        raise VenueError(str(exc)) from None
 
 
 class Venue(Protocol):

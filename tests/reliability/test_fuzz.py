@@ -9,7 +9,10 @@ instrument) with any values in the figures read of them, control frames (acks, e
 every frame the book is either exactly the reference (and structurally sound) or flagged for a
 resync and not ready (never silently wrong); a flagged book is rebuilt by a new session, as the
 client does on reconnect. The session's retry-after is always a wait the thread can obey, and
-the risk gate answers every snapshot with a verdict.
+the risk gate answers every snapshot with a verdict. Our order's rows and executions with any values
+in the fields the BitMEX venue and the journal read, through the State, the venue (websocket rows
+and REST replies) and the journal: nothing raises, and the journal holds only whole non-negative
+counts, finite prices and text statuses.
 
 REST: every answer a server could give (any status, garbled Retry-After and x-ratelimit headers,
 any body) ends in a value of the right shape or a typed ExchangeError (VenueError at the venue),
@@ -25,6 +28,7 @@ import json
 import math
 import os
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -36,6 +40,7 @@ from rigging import report
 from sniper.auth import Credentials
 from sniper.clock import SimClock
 from sniper.config import RiskConfig
+from sniper.journal import Journal
 from sniper.orders.bitmex import BitmexVenue
 from sniper.orders.manager import Market
 from sniper.orders.venue import VenueError, position_of
@@ -220,6 +225,50 @@ def test_websocket_handler_never_raises_and_never_holds_a_wrong_book(data):
             pass
         verdict = GATE.check(ProposedOrder("Buy", 1, None), snap)  # the gate says yes or no, naming why
         assert verdict.ok or verdict.rule, verdict
+
+
+ORDER_FIGURES = ["ordStatus", "cumQty", "leavesQty", "orderQty", "price"]  # what the venue and the journal read
+EXECUTION_FIGURES = ["execType", "side", "lastQty", "lastPx", "transactTime", "execComm"]
+plausible = (st.integers(0, 300) | st.floats(0, 1e5) | st.sampled_from(["Buy", "Sell", "Trade", "New", "Filled", 2**63])
+             | json_values)
+
+
+@FUZZ
+@given(st.data())
+def test_order_and_execution_rows_reach_the_journal_whole_or_not_at_all(data):
+    clock = SimClock(1_700_000_000.0, speed=0)
+    state, journal = State(), Journal(":memory:", clock)
+    clordid = journal.new_order(journal.record_intent(100, "passive", "").id, "Buy", 100, 10.0, "Limit").clordid
+    mine = {"orderID": "O", "clOrdID": clordid, "symbol": "XBTUSD"}
+    state.apply_message(json.dumps({"table": "order", "action": "partial", "keys": ["orderID"], "data": [
+        mine | {"ordStatus": "New", "cumQty": 0, "leavesQty": 100, "orderQty": 100, "price": 10.0}]}))
+    state.apply_message(json.dumps({"table": "execution", "action": "partial", "keys": ["execID"], "data": []}))
+    replies: list[dict] = []
+    venue = BitmexVenue(SimpleNamespace(symbol="XBTUSD", amend_order=lambda **kw: replies.pop()), state, clock)
+    for _ in range(data.draw(st.integers(1, 12))):
+        kind = data.draw(st.sampled_from(["order", "execution", "reply"]))
+        fields = data.draw(st.dictionaries(st.sampled_from(EXECUTION_FIGURES if kind == "execution" else ORDER_FIGURES),
+                                           plausible, max_size=4))
+        INPUTS["order and execution rows"] += 1
+        if kind == "reply":
+            replies.append(mine | fields)
+            journal.update_from_exchange(dict(venue.amend(clordid, price=11.0)))
+        else:
+            row = mine | fields | ({"execID": data.draw(st.sampled_from(["e1", "e2", "e3"]))} if kind == "execution"
+                                   else {})
+            state.apply_message(json.dumps({"table": kind, "action": "insert" if kind == "execution" else "update",
+                                            "data": [row]}))
+        shown = venue.order(clordid)
+        if shown is not None:
+            journal.update_from_exchange(dict(shown))
+        for execution in venue.new_executions():
+            journal.record_fill(dict(execution))
+        rec = journal.order(clordid)
+        assert all(type(q) is int and q >= 0 for q in (rec.cum_qty, rec.leaves_qty, rec.qty)), rec
+        assert type(rec.price) is float and math.isfinite(rec.price) and isinstance(rec.ord_status, str), rec
+        for f in journal.fills():
+            assert type(f["qty"]) is int and f["qty"] > 0 and math.isfinite(f["price"]) and f["side"] in ("Buy", "Sell")
+    journal.close()
 
 
 # ------------------------------------------------------------------------------------ REST
