@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from sniper.model import TERMINAL_ORD_STATUSES
-from sniper.orders.venue import Refused
+from sniper.orders.venue import Refused, contracts
 from sniper.sim.exchange import Exchange, ExchangeError
 
 
@@ -119,7 +119,7 @@ class LocalVenue:
 
     def position(self) -> int:
         positions = self.exchange.positions(self.key)
-        return int(positions[0].get("currentQty") or 0) if positions else 0
+        return contracts(positions[0] if positions else None)  # the one position reader of every venue
 
     # ------------------------------------------------------------------ the live view
     def snapshot(self) -> LocalSnapshot:
