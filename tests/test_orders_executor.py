@@ -11,12 +11,16 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from drivers.rig import TEST_EXECUTION, TEST_RISK, Rig, exchange_view, wait_for
+from drivers.rig import TEST_EXECUTION, TEST_RISK, LocalRig, Rig, exchange_view, local_exchange, wait_for
 from drivers.sessions import FlakyLink
 
 from sniper.clock import SimClock
+from sniper.config import SIM_DEMO_KEY
 from sniper.model import Target
 from sniper.orders.bitmex import BitmexVenue
+from sniper.orders.executor import BACK_OFF
+from sniper.orders.local import LocalVenue
+from sniper.orders.venue import Refused
 from sniper.ws.state import State
 
 TOUCH = [{"side": "Buy", "price": 9990, "size": 1}, {"side": "Sell", "price": 10010, "size": 1},
@@ -359,6 +363,28 @@ def test_garbled_order_and_execution_rows_are_refused_in_one_line_each_and_tradi
     assert traded(rig) == 300 and sim_server.state()["orders_placed"] == 1
 
 
+def test_a_garbled_stray_in_the_live_view_is_refused_in_one_line_and_a_good_one_adopted(sim_server, rigs, caplog):
+    """A stray's row the websocket delivers garbled, with `stray_orders: adopt`: one warning
+    naming the row and the field however many cycles show it, no traceback, nothing journaled,
+    the executor cycling on; a good stray after it is adopted."""
+    rig = rigs(sim_server, execution=dataclasses.replace(TEST_EXECUTION, stray_orders="adopt"))
+    wait_for(lambda: rig.executor.last_status == "idle", what="the executor idle")
+    row = {"orderID": "stray-1", "clOrdID": "manual-1", "symbol": "XBTUSD", "side": "Buy", "ordStatus": "New",
+           "orderQty": 100, "leavesQty": "100", "cumQty": 0, "price": 9980}
+    with caplog.at_level(logging.WARNING):
+        rig.state.apply_message(json.dumps({"table": "order", "action": "insert", "data": [row]}))
+        wait_for(lambda: caplog.records, what="the refusal")
+        time.sleep(0.5)  # ten cycles on the same garbled row: no more lines
+        lines = [(r.getMessage(), r.name, r.levelname, r.exc_info is not None) for r in caplog.records]
+    assert lines == [("refused stray order stray-1 (manual-1): unreadable leavesQty '100'; nothing of it is journaled",
+                      "sniper.journal", "WARNING", False)], lines
+    assert rig.executor.is_alive() and rig.executor.last_error is None and rig.executor.last_status == "idle"
+    assert rig.journal.orders() == [] and not rig.journal.events("adopt")
+    rig.rest.place_order(side="Buy", orderQty=100, price=9970, clOrdID="manual-2")
+    wait_for(lambda: rig.journal.order("manual-2") is not None, what="the good stray adopted")
+    assert [o.clordid for o in rig.journal.orders()] == ["manual-2"]
+
+
 def test_the_bitmex_venue_holds_back_a_garbled_row_and_a_garbled_reply_holds_nothing_back():
     """Behind a reply, a websocket row whose figures cannot be read shows nothing (until the
     confirmation timeout, when the journal refuses it); a reply that cannot be read holds back
@@ -386,3 +412,32 @@ def test_the_bitmex_venue_holds_back_a_garbled_row_and_a_garbled_reply_holds_not
     replies.append(dict(row, price=12.0, cumQty=[0]))
     venue.amend("c", price=12.0)
     assert shown()["cumQty"] == "x"  # the garbled reply waits for nothing
+
+
+class RefusingCancels(LocalVenue):
+    """An in-process venue whose exchange refuses every cancel while `refuse` is set (as BitMEX
+    does one of an order that ended before the websocket says so)."""
+
+    refuse = True
+
+    def cancel(self, **kw) -> list:
+        if self.refuse:
+            raise Refused("400 HTTPError: simulated refusal")
+        return super().cancel(**kw)
+
+
+def test_a_refused_cancel_backs_off_like_any_refusal():
+    """A cancel the exchange refuses ends the cycle as 'rejected' (the thread waits, doubling),
+    not 'acted' (the next cycle at once, the same cancel refused again: a tight loop)."""
+    exchange, clock = local_exchange()
+    rig = LocalRig(exchange, clock)
+    rig.venue = rig.executor.venue = RefusingCancels(exchange, SIM_DEMO_KEY)
+    rig.executor.set_target(Target(300, "passive", "up"))
+    assert rig.executor.settle() == "idle"
+    (order,) = rig.journal.open_orders()
+    rig.executor.set_target(Target(0, "passive", "back"))
+    assert rig.executor.settle() == "rejected" and "rejected" in BACK_OFF
+    assert [e["kind"] for e in rig.journal.events()].count("cancel") == 1
+    assert rig.journal.open_orders() == [order]
+    rig.venue.refuse = False
+    assert rig.executor.settle() == "idle" and rig.reached(Target(0))

@@ -385,8 +385,11 @@ class Executor:
         try:
             rows = self.venue.cancel(clordid=clordid, text=f"sniper: {why}")
         except Refused as exc:
+            # typically ended meanwhile: the live view will tell. "rejected", as for an amend: the
+            # live view still shows it working, so at once the same cancel would be refused again
             logger.info("cancel %s refused: %s", clordid, exc)
-            rows = []
+            self._confirm(clordid)
+            return "rejected"
         for row in rows:
             self.journal.update_from_exchange(row)
         self._confirm(clordid)

@@ -13,9 +13,10 @@ lookup if the first attempt landed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from sniper.journal import Journal
-from sniper.model import TERMINAL_ORD_STATUSES
+from sniper.model import TERMINAL_ORD_STATUSES, Unreadable, text
 from sniper.orders.venue import Snapshot, Venue, VenueError, position_of
 
 logger = logging.getLogger(__name__)
@@ -27,11 +28,11 @@ def reconcile(venue: Venue, journal: Journal, *, strays: str) -> dict:
     view's position, the baseline the position audit starts from."""
     open_rows = venue.open_orders()
     known = {o.clordid for o in journal.orders()}
-    stray_rows = [r for r in open_rows if r.get("clOrdID") not in known]
+    stray_rows = [r for r in open_rows if not _ours(r, known)]
     for row in open_rows:
-        if row.get("clOrdID") in known:
+        if _ours(row, known):
             journal.update_from_exchange(row)
-    listed = {r.get("clOrdID") for r in open_rows}
+    listed = {r["clOrdID"] for r in open_rows if _ours(r, known)}
     for rec in journal.open_orders():
         if rec.clordid in listed:
             continue
@@ -41,7 +42,8 @@ def reconcile(venue: Venue, journal: Journal, *, strays: str) -> dict:
         elif rec.status == "live":
             logger.error("order %s was acknowledged but the exchange no longer knows it", rec.clordid)
             journal.void_order(rec.clordid, "unknown to the exchange at reconciliation")
-    fills = sum(journal.record_fill(r) for r in venue.fills() if r.get("clOrdID") in known)
+    # an execution whose clOrdID is garbled goes to the journal, which refuses it naming the field
+    fills = sum(journal.record_fill(r) for r in venue.fills() if _ours(r, known) is not False)
     if stray_rows:
         handle_strays(venue, journal, stray_rows, strays)
     position = venue.position()
@@ -53,6 +55,14 @@ def reconcile(venue: Venue, journal: Journal, *, strays: str) -> dict:
     journal.record_event("reconcile", summary)
     logger.info("reconciled: %s", summary)
     return summary
+
+
+def _ours(row: Mapping, known: set[str]) -> bool | None:
+    """Is a REST row one of the `known` orders? None when its clOrdID is no text (a garbled row:
+    a list would fail as a set member): neither ours nor another's can be assumed. An order
+    row of that kind goes the strays' way, where it is refused (`handle_strays`)."""
+    clordid = row.get("clOrdID")
+    return clordid in known if isinstance(clordid, str | None) else None
 
 
 def sync(venue: Venue, journal: Journal, snap: Snapshot, *, strays: str) -> None:
@@ -68,6 +78,10 @@ def sync(venue: Venue, journal: Journal, snap: Snapshot, *, strays: str) -> None
         rec = journal.order(row.get("clOrdID") or "")
         if rec is None:
             stray_rows.append(dict(row))
+        elif rec.status == "void" and not isinstance(row.get("ordStatus"), str | None):
+            # it may be working (the live view keeps such a row open): nothing may be planned beside it
+            raise VenueError(f"order {rec.clordid}, journaled void, shows with an unreadable ordStatus"
+                             f" {row['ordStatus']!r:.40}: nothing is planned until the exchange's next row")
         elif rec.status == "void" and row.get("ordStatus") not in TERMINAL_ORD_STATUSES:
             # journaled as never created, yet working: track it again, or it would be
             # neither ours nor a stray and the planner would place a second order beside it
@@ -85,20 +99,37 @@ def record_fills(venue: Venue, journal: Journal) -> None:
 
 def handle_strays(venue: Venue, journal: Journal, rows: list[dict], policy: str) -> None:
     """Working orders we did not place: adopt them (journaled under intent 0, then managed like
-    ours) or cancel them, as `policy` says."""
+    ours) or cancel them, as `policy` says. A row that cannot be read is refused whole (one
+    warning naming it and the field, nothing journaled or sent) and handled once a good one shows."""
     for row in rows:
-        if policy == "adopt":
-            rec = journal.adopt_order(row)
-            logger.warning("adopted stray order %s %s %s @ %s", rec.clordid, row.get("side"), row.get("leavesQty"),
-                           row.get("price"))
-            continue
-        logger.warning("canceling stray order %s (%s %s @ %s)", row.get("orderID"), row.get("side"),
-                       row.get("leavesQty"), row.get("price"))
-        journal.record_event("cancel_stray", {"orderID": row.get("orderID"), "clOrdID": row.get("clOrdID")})
         try:
-            venue.cancel(order_id=row["orderID"], text="sniper: stray")
-        except VenueError as exc:
-            logger.warning("cancel of stray %s failed: %s", row.get("orderID"), exc)
+            if policy == "adopt":
+                rec = journal.adopt_order(row)
+                logger.warning("adopted stray order %s %s %s @ %s", rec.clordid, row.get("side"), row.get("leavesQty"),
+                               row.get("price"))
+            else:
+                _cancel_stray(venue, journal, row)
+        except Unreadable as exc:
+            # refused whole, in the journal's one warning however many cycles show the row
+            what = f"stray order {row.get('orderID')!s:.40}"
+            if row.get("clOrdID"):
+                what += f" ({row['clOrdID']!s:.40})"
+            journal._refuse(what, exc)
+
+
+def _cancel_stray(venue: Venue, journal: Journal, row: Mapping) -> None:
+    """Cancel one stray by its orderID. A row whose orderID or clOrdID cannot be read raises
+    Unreadable before anything is journaled or sent: a garbled clOrdID may be one of ours."""
+    order_id, clordid = text(row.get("orderID"), "orderID"), text(row.get("clOrdID"), "clOrdID")
+    if not order_id:
+        raise Unreadable("missing orderID")
+    logger.warning("canceling stray order %s (%s %s @ %s)", order_id, row.get("side"), row.get("leavesQty"),
+                   row.get("price"))
+    journal.record_event("cancel_stray", {"orderID": order_id, "clOrdID": clordid})
+    try:
+        venue.cancel(order_id=order_id, text="sniper: stray")
+    except VenueError as exc:
+        logger.warning("cancel of stray %s failed: %s", order_id, exc)
 
 
 class PositionAudit:
