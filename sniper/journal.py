@@ -376,7 +376,7 @@ class Journal:
         try:
             seen = _order_row(row)
         except Unreadable as exc:
-            self._refuse(f"order row {clordid}", exc)
+            self.refuse(f"order row {clordid}", exc)
             return current
         self._accepted(f"order row {clordid}")
         if current.status == "done" or (seen["cum_qty"] is not None and seen["cum_qty"] < current.cum_qty):
@@ -434,7 +434,7 @@ class Journal:
         try:
             fill = _fill_row(row)
         except Unreadable as exc:
-            self._refuse(what, exc)
+            self.refuse(what, exc)
             return False
         self._accepted(what)
         with self._tx():
@@ -442,7 +442,7 @@ class Journal:
                 "INSERT OR IGNORE INTO fills (exec_id, clordid, side, qty, price, ts) VALUES (?,?,?,?,?,?)", fill)
             return cur.rowcount == 1
 
-    def _refuse(self, what: str, exc: Unreadable) -> None:
+    def refuse(self, what: str, exc: Unreadable) -> None:
         """Say once why a row is refused, though it comes again (the live view shows an order's
         row every cycle, reconciliation lists the same executions), and again after a good one."""
         why = str(exc)

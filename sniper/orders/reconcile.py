@@ -114,7 +114,7 @@ def handle_strays(venue: Venue, journal: Journal, rows: list[dict], policy: str)
             what = f"stray order {row.get('orderID')!s:.40}"
             if row.get("clOrdID"):
                 what += f" ({row['clOrdID']!s:.40})"
-            journal._refuse(what, exc)
+            journal.refuse(what, exc)
 
 
 def _cancel_stray(venue: Venue, journal: Journal, row: Mapping) -> None:
