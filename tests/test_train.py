@@ -295,6 +295,16 @@ def test_walk_forward_resumes_every_window(forward_run, inputs, tmp_path):
     assert pd.read_csv(copy / "windows.csv").equals(pd.read_csv(out / "windows.csv"))
 
 
+def test_walk_forward_on_dask_picks_what_the_local_pool_picks(forward_run, inputs, tmp_path):
+    out, _ = forward_run
+    args = forward_argv(inputs, tmp_path / "dask", "--dask", "local")
+    del args[args.index("--workers"): args.index("--workers") + 2]
+    result = sniper(*args)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("on Dask local") == 3
+    assert pd.read_csv(tmp_path / "dask" / "windows.csv").equals(pd.read_csv(out / "windows.csv"))
+
+
 def test_ctrl_c_in_a_walk_forward_keeps_the_window_searches(inputs, tmp_path):
     out = tmp_path / "stopped"
     args = forward_argv(inputs, out)
