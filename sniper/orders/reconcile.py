@@ -78,17 +78,24 @@ def sync(venue: Venue, journal: Journal, snap: Snapshot, *, strays: str) -> None
         rec = journal.order(row.get("clOrdID") or "")
         if rec is None:
             stray_rows.append(dict(row))
-        elif rec.status == "void" and not isinstance(row.get("ordStatus"), str | None):
-            # it may be working (the live view keeps such a row open): nothing may be planned beside it
-            raise VenueError(f"order {rec.clordid}, journaled void, shows with an unreadable ordStatus"
-                             f" {row['ordStatus']!r:.40}: nothing is planned until the exchange's next row")
-        elif rec.status == "void" and row.get("ordStatus") not in TERMINAL_ORD_STATUSES:
+        elif rec.status == "void" and _working(rec.clordid, row):
             # journaled as never created, yet working: track it again, or it would be
             # neither ours nor a stray and the planner would place a second order beside it
             logger.error("order %s was journaled void but works at the exchange: tracking it again", rec.clordid)
             journal.update_from_exchange(dict(row))
     if stray_rows:
         handle_strays(venue, journal, stray_rows, strays)
+
+
+def _working(clordid: str, row: Mapping) -> bool:
+    """Does the live view's row show the order as working? An unreadable ordStatus raises
+    VenueError: the order may be working (the live view keeps such a row open), so nothing may
+    be planned beside it until the exchange's next row."""
+    try:
+        return text(row.get("ordStatus"), "ordStatus") not in TERMINAL_ORD_STATUSES
+    except Unreadable as exc:
+        raise VenueError(f"order {clordid}, journaled void, shows with an {exc}: nothing is planned until the "
+                         "exchange's next row") from None
 
 
 def record_fills(venue: Venue, journal: Journal) -> None:
