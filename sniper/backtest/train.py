@@ -353,15 +353,21 @@ class Plan:
     walk_forward: tuple[float, float] | None = None  # (train days, test days)
 
 
+def _start(args: argparse.Namespace, times: np.ndarray, warmup: int) -> int:
+    """--from, by default the first bar after the strategy's warm-up (a history too short for
+    one is refused)."""
+    if warmup >= len(times):
+        raise UsageError(f"--bars/--db: the strategy needs {warmup:,} bars of history, the history holds "
+                         f"{len(times):,}")
+    return args.start if args.start is not None else int(times[warmup])
+
+
 def _periods(args: argparse.Namespace, times: np.ndarray, warmup: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """In-sample and held-out [start, end) from the options; by default the history after the
     config's warm-up, its first 80 % in sample and the rest held out, each period's end the
     other's start. Either period needs `warmup` bars before it."""
     first, last = int(times[0]), int(times[-1]) + 60
-    if warmup >= len(times):
-        raise UsageError(f"--bars/--db: the strategy needs {warmup:,} bars of history, the history holds "
-                         f"{len(times):,}")
-    start = args.start if args.start is not None else int(times[warmup])
+    start = _start(args, times, warmup)
     oos_end = args.oos_end if args.oos_end is not None else last
     end = args.end if args.end is not None else args.oos_start
     if end is None:
@@ -390,10 +396,7 @@ def _periods(args: argparse.Namespace, times: np.ndarray, warmup: int) -> tuple[
 def _span(args: argparse.Namespace, times: np.ndarray, warmup: int) -> tuple[int, int]:
     """A walk-forward's [start, end): --from (default: the first bar after the warm-up) up to
     --to (default: the history's end)."""
-    if warmup >= len(times):
-        raise UsageError(f"--bars/--db: the strategy needs {warmup:,} bars of history, the history holds "
-                         f"{len(times):,}")
-    start = args.start if args.start is not None else int(times[warmup])
+    start = _start(args, times, warmup)
     end = args.end if args.end is not None else int(times[-1]) + 60
     if start >= end:
         raise UsageError(f"--from/--to: empty span: from {_iso(start)} up to {_iso(end)} (a bare --to date "
