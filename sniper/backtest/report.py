@@ -45,6 +45,8 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from sniper.model import iso
+
 STYLE = {
     "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "figure.titlesize": 13,
     "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
@@ -351,16 +353,17 @@ def _windows_table(results: Path) -> str:
     path = results / "windows.csv"
     if not path.is_file():
         return ""
-    def day(t) -> str:
-        return f"{datetime.fromtimestamp(int(t), UTC):%Y-%m-%d}"
+
+    def span(a, b) -> str:
+        return f"{iso(a)[:10]} – {iso(b)[:10]}"
 
     rows = []
     try:
         for n, w in enumerate(pd.read_csv(path).to_dict("records"), 1):
             picked = json.loads(w["params"]) if isinstance(w.get("params"), str) else {}
             score = w.get("train_score")
-            cells = [str(n), f"{day(w['train_start'])} – {day(w['train_end'])}",
-                     f"{day(w['test_start'])} – {day(w['test_end'])}", f"{w['return']:+.2%}", str(w["trades"]),
+            cells = [str(n), span(w["train_start"], w["train_end"]), span(w["test_start"], w["test_end"]),
+                     f"{w['return']:+.2%}", str(w["trades"]),
                      "" if score is None or pd.isna(score) else f"{score:.4g}",
                      ", ".join(f"{k.removeprefix('strategy.')} = {v}" for k, v in picked.items()) or "as configured"]
             rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
